@@ -1,0 +1,1 @@
+"""analytics-gql: a GraphQL analytics server for blog platforms."""

@@ -1,0 +1,195 @@
+"""The composition root: `analytics-gql` subcommands wire Settings, the database, jobs and the server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from analytics_gql.settings import Settings
+
+
+def _db(settings: Settings):  # type: ignore[no-untyped-def]
+    from analytics_gql.storage.engine import Database
+
+    return Database(settings)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the Alembic migrations up to head."""
+    from analytics_gql.storage import schema
+
+    db = _db(settings)
+    schema.upgrade(db)
+    print(f"migrated {db.engine.url.render_as_string(hide_password=True)} to {schema.head_revision(db)}")
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Import NDJSON or CSV authors, blogs or views; bad lines are reported, good lines kept."""
+    from analytics_gql import loading
+
+    result = loading.import_path(_db(settings), args.kind, args.path, progress=None if args.progress else False)
+    return 0 if result.rejected == 0 else 2
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Generate realistic synthetic authors, blogs and views."""
+    from analytics_gql import loading
+
+    loading.seed(_db(settings), authors=args.authors, blogs=args.blogs, views=args.views, days=args.days,
+                 seed=args.seed, progress=None)
+    return 0
+
+
+def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
+    """Run rollup passes until caught up (or rebuild every grain when asked)."""
+    from analytics_gql import rollup
+
+    db = _db(settings)
+    if args.rebuild:
+        rollup.rebuild(db, settings, progress=None)
+    else:
+        rollup.catch_up(db, settings, progress=None)
+    return 0
+
+
+def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the retention policy: delete what is folded in and past its horizon."""
+    from analytics_gql import rollup
+
+    print(rollup.compact(_db(settings), settings).summary())
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Recompute sampled rollup cells from raw events and repair drift."""
+    from analytics_gql import rollup
+
+    report = rollup.audit(_db(settings), settings, sample=args.sample, repair=not args.no_repair)
+    print(report.summary())
+    return 0 if report.ok or not args.no_repair else 3
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Run a Dramatiq worker over Redis for the rollup actors."""
+    from analytics_gql.jobs import worker
+
+    return worker.run(settings, threads=args.threads)
+
+
+def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the APScheduler process that enqueues rollup and compaction jobs."""
+    from analytics_gql.jobs import scheduler
+
+    scheduler.run_forever(settings)
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve GraphQL (and, on the embedded default, the scheduler and an in-process worker)."""
+    from analytics_gql.api import server
+
+    server.run(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Migrate, seed demo data when the database is empty, fold it in, then serve with live rollups."""
+    from analytics_gql import loading, rollup
+    from analytics_gql.api import server
+    from analytics_gql.storage import schema
+
+    db = _db(settings)
+    schema.upgrade(db)
+    if loading.is_empty(db):
+        loading.seed(db, authors=200, blogs=2_000, views=args.views, days=400, seed=1, progress=None)
+    rollup.catch_up(db, settings, progress=None)
+    db.dispose()
+    print(f"GraphiQL: http://{args.host}:{args.port}/graphql")
+    server.run(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export_schema(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the GraphQL schema (SDL), or write it to a file."""
+    from analytics_gql.api.schema import sdl
+
+    text = sdl()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(prog="analytics-gql", description="GraphQL analytics server for blog platforms.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(fn=cmd_migrate)
+
+    s = sub.add_parser("serve", help=cmd_serve.__doc__)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("demo", help=cmd_demo.__doc__)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--views", type=int, default=300_000)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("worker", help=cmd_worker.__doc__)
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(fn=cmd_worker)
+    sub.add_parser("scheduler", help=cmd_scheduler.__doc__).set_defaults(fn=cmd_scheduler)
+
+    s = sub.add_parser("rollup", help=cmd_rollup.__doc__)
+    s.add_argument("--rebuild", action="store_true", help="drop and recompute every grain (after a zone change)")
+    s.set_defaults(fn=cmd_rollup)
+    sub.add_parser("compact", help=cmd_compact.__doc__).set_defaults(fn=cmd_compact)
+
+    s = sub.add_parser("audit", help=cmd_audit.__doc__)
+    s.add_argument("--sample", type=int, default=200, help="cells to recompute per grain")
+    s.add_argument("--no-repair", action="store_true", help="report drift only")
+    s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("import", help=cmd_import.__doc__)
+    s.add_argument("kind", choices=["authors", "blogs", "views"])
+    s.add_argument("path", help="NDJSON file, CSV (by .csv extension), or - for stdin")
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    s.set_defaults(fn=cmd_import)
+
+    s = sub.add_parser("seed", help=cmd_seed.__doc__)
+    s.add_argument("--authors", type=int, default=100)
+    s.add_argument("--blogs", type=int, default=1_000)
+    s.add_argument("--views", type=int, default=100_000)
+    s.add_argument("--days", type=int, default=365)
+    s.add_argument("--seed", type=int, default=None)
+    s.set_defaults(fn=cmd_seed)
+
+    s = sub.add_parser("export-schema", help=cmd_export_schema.__doc__)
+    s.add_argument("-o", "--output", help="write to this file instead of stdout")
+    s.set_defaults(fn=cmd_export_schema)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `analytics-gql` console script."""
+    args = build_parser().parse_args(argv)
+    from analytics_gql.errors import UserError
+
+    try:
+        settings = Settings()
+        return int(args.fn(settings, args) or 0)
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The one reader of the environment: every ANALYTICS_* variable, typed and validated."""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SCOPES = ("read", "ingest", "admin")
+GRAINS = ("hour", "day", "week", "month", "year")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API key and the scopes it grants (`admin` implies the others)."""
+
+    key: str
+    scopes: frozenset[str]
+
+
+def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
+    """Parse `key:scope[,scope];...`; raise ValueError on an unknown scope or a malformed entry."""
+    if not raw:
+        return ()
+    keys = []
+    for entry in raw.split(";"):
+        entry = entry.strip()
+        if not entry:
+            continue
+        key, sep, scopes = entry.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"API key entry {entry.split(':')[0][:2]}... must look like key:scope[,scope]")
+        names = {s.strip() for s in scopes.split(",") if s.strip()}
+        bad = names - set(SCOPES)
+        if bad or not names:
+            raise ValueError(f"unknown scope(s) {sorted(bad)}; use {', '.join(SCOPES)}")
+        if "admin" in names:
+            names |= set(SCOPES)
+        keys.append(ApiKey(key.strip(), frozenset(names)))
+    return tuple(keys)
+
+
+def parse_retention(raw: str | None) -> dict[str, int]:
+    """Parse `raw=400d,hour=1095d` into days per grain; an absent grain is kept forever."""
+    out: dict[str, int] = {}
+    if not raw:
+        return out
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        grain, sep, days = part.partition("=")
+        grain = grain.strip()
+        if not sep or grain not in ("raw", *GRAINS):
+            raise ValueError(f"retention entry {part!r}: use grain=DAYSd with grain in raw, {', '.join(GRAINS)}")
+        days = days.strip().removesuffix("d")
+        if not days.isdigit() or int(days) < 1:
+            raise ValueError(f"retention entry {part!r}: days must be a positive whole number")
+        out[grain] = int(days)
+    return out
+
+
+class Settings(BaseSettings):
+    """Deployment settings, from ANALYTICS_* environment variables (or a .env file)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANALYTICS_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./analytics.db"
+    redis_url: str | None = None
+    timezone: str = "UTC"
+    rollup_interval: int = Field(default=30, ge=1)
+    api_keys: str | None = None
+    # Compressive retention, opt-in: e.g. "raw=400d,hour=1095d" (day and coarser kept forever when absent).
+    retention: str | None = None
+    rollup_chunk: int = Field(default=500_000, ge=1)
+    # Production switches (S4/F18): GraphiQL and introspection can be turned off.
+    graphiql: bool = True
+    introspection: bool = True
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_ingest_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    redis_timeout: float = Field(default=2.0, gt=0)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown IANA time zone {v!r}") from e
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, v: str | None) -> str | None:
+        parse_api_keys(v)
+        return v
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: str | None) -> str | None:
+        parse_retention(v)
+        return v
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """The parsed API keys (empty = open, for local use)."""
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def retention_days(self) -> dict[str, int]:
+        """Days kept per grain (`raw` included); absent = forever."""
+        return parse_retention(self.retention)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on the embedded default."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Storage: tables, engine, dialect differences, ingest (write), queries (read), rollups (write, never commits)."""

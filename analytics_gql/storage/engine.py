@@ -1,0 +1,91 @@
+"""Engine and transactions: SQLite (WAL, explicit BEGIN [IMMEDIATE]) or PostgreSQL through psycopg 3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from analytics_gql.settings import Settings
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for a bare postgresql:// URL."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
+    """A pooled engine for the configured database; nothing connects until first use."""
+    url = normalise_url(settings.database_url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _sqlite_events(engine)
+        return engine
+    options = f"-c statement_timeout={settings.statement_timeout_ms}" if settings.statement_timeout_ms else ""
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        connect_args={"options": options, "connect_timeout": 5, "application_name": "analytics-gql"},
+    )
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """pysqlite's own transaction handling defers BEGIN; take control so a write pass can BEGIN IMMEDIATE."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A writer takes the lock at BEGIN, so max(id) read inside it is final (SQLite's single writer).
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def is_sqlite(conn_or_engine: Connection | Engine) -> bool:
+    """True when talking to SQLite."""
+    return conn_or_engine.dialect.name == "sqlite"
+
+
+class Database:
+    """An engine plus the two kinds of transaction the application opens."""
+
+    def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings, pool_size=pool_size)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (consistent snapshot on PostgreSQL; WAL snapshot on SQLite)."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed on success; on SQLite it holds the writer lock from BEGIN."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    @property
+    def sqlite(self) -> bool:
+        """True on the embedded default."""
+        return self.engine.dialect.name == "sqlite"
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()

@@ -1,0 +1,160 @@
+"""Bulk writes: upsert authors and blogs by client id; append view events (PostgreSQL COPY, SQLite executemany)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from analytics_gql.storage.engine import is_sqlite
+from analytics_gql.storage.tables import authors, blogs, view_events
+
+# A view row as stored: (event_id, blog_id, viewer_id, viewer_country, viewed_at us).
+ViewRow = tuple[str | None, int, str | None, str | None, int]
+
+_SQLITE_INSERT = (
+    "INSERT OR IGNORE INTO view_events (event_id, blog_id, viewer_id, viewer_country, viewed_at) VALUES (?, ?, ?, ?, ?)"
+)
+_PG_COLUMNS = "(event_id, blog_id, viewer_id, viewer_country, viewed_at)"
+_PG_TYPES = ["text", "int4", "text", "text", "int8"]
+_PG_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_views_staging (line int4 NOT NULL, event_id text, blog_id int4 NOT NULL,"
+    " viewer_id text, viewer_country text, viewed_at int8 NOT NULL) ON COMMIT DELETE ROWS"
+)
+
+
+def upsert_authors(conn: Connection, rows: Sequence[tuple[str, str, str | None]]) -> None:
+    """Insert or update authors given as (external_id, name, country); the last of repeated ids wins."""
+    last = {r[0]: r for r in rows}  # one row per key: PostgreSQL refuses to update a row twice in one statement
+    if not last:
+        return
+    ins = _insert(conn, authors)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[authors.c.external_id],
+        set_={"name": ins.excluded.name, "country_code": ins.excluded.country_code},
+    )
+    conn.execute(stmt, [{"external_id": e, "name": n, "country_code": c} for e, n, c in last.values()])
+
+
+def upsert_blogs(conn: Connection, rows: Sequence[tuple[str, str, int, str | None, int]]) -> None:
+    """Insert or update blogs given as (external_id, title, author_id, country, created_at); last repeat wins."""
+    last = {r[0]: r for r in rows}
+    if not last:
+        return
+    ins = _insert(conn, blogs)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[blogs.c.external_id],
+        set_={
+            "title": ins.excluded.title,
+            "author_id": ins.excluded.author_id,
+            "country_code": ins.excluded.country_code,
+            "created_at": ins.excluded.created_at,
+        },
+    )
+    conn.execute(
+        stmt,
+        [
+            {"external_id": e, "title": t, "author_id": a, "country_code": c, "created_at": at}
+            for e, t, a, c, at in last.values()
+        ],
+    )
+
+
+def author_ids(conn: Connection, external_ids: Iterable[str]) -> dict[str, int]:
+    """Map author client ids to stored ids (one query; unknown ids are absent)."""
+    return _resolve(conn, "authors", external_ids)
+
+
+def blog_ids(conn: Connection, external_ids: Iterable[str]) -> dict[str, int]:
+    """Map blog client ids to stored ids (one query; unknown ids are absent)."""
+    return _resolve(conn, "blogs", external_ids)
+
+
+def _resolve(conn: Connection, table: str, external_ids: Iterable[str]) -> dict[str, int]:
+    keys = list(set(external_ids))
+    if not keys:
+        return {}
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if is_sqlite(conn):
+            # One bound JSON array instead of thousands of placeholders (SQLite caps their number).
+            cur.execute(
+                f"SELECT external_id, id FROM {table} WHERE external_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(keys),),
+            )
+        else:
+            cur.execute(f"SELECT external_id, id FROM {table} WHERE external_id = ANY(%s)", (keys,))
+        return dict(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def insert_views(conn: Connection, rows: Sequence[ViewRow]) -> int:
+    """Append view rows in the given order (ids follow it); a repeated event_id is skipped. Returns rows stored."""
+    if not rows:
+        return 0
+    if is_sqlite(conn):
+        return _insert_views_sqlite(conn, rows)
+    return _insert_views_pg(conn, rows)
+
+
+def count_views(conn: Connection) -> int:
+    """The number of stored view events."""
+    return int(conn.execute(select(func.count()).select_from(view_events)).scalar_one())
+
+
+def has_views(conn: Connection) -> bool:
+    """True when at least one view event is stored."""
+    return conn.execute(select(view_events.c.id).limit(1)).first() is not None
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return sqlite.insert(table) if is_sqlite(conn) else postgresql.insert(table)
+
+
+def _insert_views_sqlite(conn: Connection, rows: Sequence[ViewRow]) -> int:
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # sqlite3 sums the changes of every executemany row: ignored duplicates are not counted.
+        cur.executemany(_SQLITE_INSERT, rows)
+        return int(cur.rowcount)
+    finally:
+        cur.close()
+
+
+def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow]) -> int:
+    pg: Any = conn.connection.driver_connection
+    with pg.cursor() as cur:
+        if any(r[0] is not None for r in rows):
+            return _pg_via_staging(cur, rows)
+        # No event ids means nothing can conflict: COPY straight into the table.
+        with cur.copy(f"COPY view_events {_PG_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
+            cp.set_types(_PG_TYPES)
+            write = cp.write_row
+            for r in rows:
+                write(r)
+        return len(rows)
+
+
+def _pg_via_staging(cur: Any, rows: Sequence[ViewRow]) -> int:
+    """COPY into a session temp table, then one INSERT .. SELECT in line order skipping known event ids."""
+    cur.execute(_PG_STAGING)
+    with cur.copy(
+        "COPY ingest_views_staging (line, event_id, blog_id, viewer_id, viewer_country, viewed_at)"
+        " FROM STDIN (FORMAT BINARY)"
+    ) as cp:
+        cp.set_types(["int4", *_PG_TYPES])
+        write = cp.write_row
+        for i, r in enumerate(rows):
+            write((i, *r))
+    cur.execute(
+        f"INSERT INTO view_events {_PG_COLUMNS} SELECT event_id, blog_id, viewer_id, viewer_country, viewed_at"
+        " FROM ingest_views_staging ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+    )
+    stored = int(cur.rowcount)
+    # Emptied now (not only at commit) so a second call in the same transaction starts clean.
+    cur.execute("TRUNCATE ingest_views_staging")
+    return stored

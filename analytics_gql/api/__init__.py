@@ -1,0 +1,1 @@
+"""The HTTP and GraphQL surface: Starlette app, Strawberry schema and extensions, context, server."""

@@ -1,0 +1,265 @@
+"""The Starlette application: /graphql, /ingest/*, health, readiness, metrics, GraphiQL and its static files."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+from graphql import GraphQLError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry import Schema
+
+from analytics_gql.api import graphiql, ingest_http, metrics
+from analytics_gql.api.auth import authenticate
+from analytics_gql.api.context import Context, make_limiter
+from analytics_gql.api.extensions import INTERNAL_MESSAGE
+from analytics_gql.settings import Settings
+from analytics_gql.storage import schema as migrations
+from analytics_gql.storage.engine import Database
+
+log = logging.getLogger("analytics_gql.api")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Paths that need a key; health, readiness, metrics, GraphiQL's page and its static files do not.
+_PROTECTED = ("/graphql", "/ingest/")
+# Browsers send these cross-origin without a preflight ("simple" requests): refusing them stops CSRF.
+_JSON_TYPES = ("application/json", "application/graphql-response+json")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded with orjson."""
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
+    """A GraphQL-shaped error body, also used by the non-GraphQL routes."""
+    return json_response({"errors": [{"message": message, "extensions": {"code": code}}]}, status, headers)
+
+
+class BodyTooLarge(Exception):
+    """The request body is over its limit."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (without reading on) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge
+        except ValueError:
+            raise BodyTooLarge from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _route_label(path: str) -> str:
+    if path.startswith("/ingest/"):
+        return "/ingest"
+    if path.startswith("/static/"):
+        return "/static"
+    if path in ("/graphql", "/healthz", "/readyz", "/metrics"):
+        return path
+    return "other"
+
+
+class Gate:
+    """Request id, HTTP metrics and API-key checks, all before any route reads the body."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.keys = settings.keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        route = _route_label(scope["path"])
+        status_seen = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_seen
+            if message["type"] == "http.response.start":
+                status_seen = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        caller = authenticate(self.keys, headers, scope.get("query_string", b""))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["caller"] = caller
+        try:
+            path = scope["path"]
+            protected = path == "/graphql" and scope["method"] != "GET" or path.startswith("/ingest/")
+            if protected and not caller.authenticated:
+                response = error_response(401, caller.problem or "unauthenticated", "UNAUTHENTICATED",
+                                          {"WWW-Authenticate": 'Bearer realm="analytics-gql"'})
+                await response(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            metrics.HTTP_REQUESTS.labels(route, str(status_seen)).inc()
+
+
+def _context(request: Request, settings: Settings, db: Database, limiter: anyio.CapacityLimiter) -> Context:
+    caller = request.state.caller
+    return Context(settings=settings, db=db, scopes=caller.scopes, request_id=request.state.request_id,
+                   authenticated=caller.authenticated, limiter=limiter)
+
+
+def _formatted(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    """The error as JSON; anything that reached here without a code slipped past the policy and is masked."""
+    if not error.extensions or "code" not in error.extensions:
+        log.error("unclassified GraphQL error (request %s): %s", request_id, error.message,
+                  exc_info=error.original_error)
+        return {"message": INTERNAL_MESSAGE, "extensions": {"code": "INTERNAL", "requestId": request_id}}
+    return dict(error.formatted)
+
+
+def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None) -> Starlette:
+    """The ASGI application; builds the database and the schema from `settings` unless given."""
+    own_db = db is None
+    database = db if db is not None else Database(settings)
+    if schema is None:
+        from analytics_gql.api.schema import build_schema
+
+        schema = build_schema(settings)
+    gql = schema
+    limiter = make_limiter()
+    head = migrations.head_revision(database)
+
+    async def graphql_get(request: Request) -> Response:
+        accepts_html = "text/html" in request.headers.get("accept", "")
+        if settings.graphiql and accepts_html and "query" not in request.query_params:
+            body = graphiql.page(endpoint="/graphql", keys_required=bool(settings.keys))
+            return HTMLResponse(body, headers={"Content-Security-Policy": graphiql.CONTENT_SECURITY_POLICY,
+                                               "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+        # Queries over GET can be triggered cross-site by a link or an <img>: POST only.
+        return error_response(405, "GraphQL operations must be sent with POST (Content-Type: application/json)",
+                              "METHOD_NOT_ALLOWED", {"Allow": "POST"})
+
+    async def graphql_post(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in _JSON_TYPES:
+            return error_response(415, "send the operation as JSON (Content-Type: application/json)",
+                                  "BAD_REQUEST")
+        try:
+            raw = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return error_response(413, f"request body larger than {settings.max_body_bytes} bytes",
+                                  "PAYLOAD_TOO_LARGE", {"Connection": "close"})
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error_response(400, "the request body is not valid JSON", "BAD_USER_INPUT")
+        if isinstance(payload, list):
+            return error_response(400, "batched operations are not supported; send one operation per request",
+                                  "BAD_USER_INPUT")
+        if not isinstance(payload, dict):
+            return error_response(400, "the request body must be a JSON object with a 'query'", "BAD_USER_INPUT")
+        query, variables, operation = payload.get("query"), payload.get("variables"), payload.get("operationName")
+        if not isinstance(query, str) or not query.strip():
+            return error_response(400, "'query' must be a non-empty string", "BAD_USER_INPUT")
+        if variables is not None and not isinstance(variables, dict):
+            return error_response(400, "'variables' must be a JSON object", "BAD_USER_INPUT")
+        if operation is not None and not isinstance(operation, str):
+            return error_response(400, "'operationName' must be a string", "BAD_USER_INPUT")
+        ctx = _context(request, settings, database, limiter)
+        try:
+            result = await gql.execute(query, variable_values=variables, context_value=ctx, operation_name=operation)
+        except Exception as e:  # noqa: BLE001 - e.g. an unknown operationName or a subscription
+            name = type(e).__name__
+            if name in ("MissingQueryError", "InvalidOperationTypeError", "CannotGetOperationTypeError"):
+                return error_response(400, str(e), "BAD_USER_INPUT")
+            log.exception("GraphQL execution failed (request %s)", ctx.request_id)
+            return error_response(500, INTERNAL_MESSAGE, "INTERNAL")
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body = {"errors": [_formatted(e, ctx.request_id) for e in result.errors], "data": result.data}
+        return json_response(body)
+
+    async def ingest(request: Request) -> Response:
+        kind = request.path_params["kind"]
+        if kind not in ingest_http.KINDS:
+            return error_response(404, f"unknown kind {kind[:40]!r}; use one of {', '.join(ingest_http.KINDS)}",
+                                  "NOT_FOUND")
+        caller = request.state.caller
+        if "ingest" not in caller.scopes:
+            return error_response(403, "this API key lacks the 'ingest' scope", "FORBIDDEN")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ingest_http.CONTENT_TYPES:
+            return error_response(415, "send NDJSON (Content-Type: application/x-ndjson)", "BAD_REQUEST")
+        try:
+            raw = await read_body(request, settings.max_ingest_bytes)
+        except BodyTooLarge:
+            return error_response(413, f"request body larger than {settings.max_ingest_bytes} bytes; split it",
+                                  "PAYLOAD_TOO_LARGE", {"Connection": "close"})
+        reply = await anyio.to_thread.run_sync(ingest_http.ingest_ndjson, database, kind, raw, limiter=limiter)
+        return json_response(reply, 400 if reply["rejected"] else 200)
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    def _readiness() -> tuple[bool, dict[str, Any]]:
+        try:
+            with database.read() as conn:
+                current = migrations.current_revision(conn)
+        except Exception:  # noqa: BLE001 - any failure to talk to the database means not ready
+            log.warning("readiness check: database unreachable", exc_info=True)
+            return False, {"status": "unavailable", "reason": "database unreachable"}
+        if current != head:
+            return False, {"status": "unavailable", "reason": "database not migrated to head",
+                           "revision": current, "head": head}
+        return True, {"status": "ready", "revision": current}
+
+    async def readyz(request: Request) -> Response:
+        ok, body = await anyio.to_thread.run_sync(_readiness, limiter=limiter)
+        return json_response(body, 200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        text = await anyio.to_thread.run_sync(metrics.render, database, limiter=limiter)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if own_db:
+            database.dispose()
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql_get, methods=["GET", "HEAD"]),
+        Route("/graphql", graphql_post, methods=["POST"]),
+        Route("/ingest/{kind}", ingest, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    if settings.graphiql:
+        routes.append(Mount("/static", app=StaticFiles(directory=graphiql.STATIC_DIR), name="static"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.db = database
+    app.state.schema = gql
+    app.add_middleware(Gate, settings=settings)
+    return app
+

@@ -1,0 +1,77 @@
+"""The per-request GraphQL context: settings, database, the caller's scopes and request id, thread offloading."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from analytics_gql.api import metrics
+from analytics_gql.errors import Forbidden, Unauthenticated
+from analytics_gql.settings import SCOPES, Settings
+from analytics_gql.storage.engine import Database
+
+if TYPE_CHECKING:
+    from analytics_gql.loading import IngestResult
+
+T = TypeVar("T")
+
+ALL_SCOPES = frozenset(SCOPES)
+# Database work runs in worker threads; bound them so a burst cannot exhaust the connection pool or memory.
+DEFAULT_THREADS = 16
+
+
+def make_limiter(threads: int = DEFAULT_THREADS) -> anyio.CapacityLimiter:
+    """A thread limiter shared by every request of one app."""
+    return anyio.CapacityLimiter(threads)
+
+
+@dataclass
+class Context:
+    """What resolvers see as `info.context`."""
+
+    settings: Settings
+    db: Database
+    scopes: frozenset[str] = ALL_SCOPES
+    request_id: str = "-"
+    authenticated: bool = True
+    limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
+
+    async def read(self, fn: Callable[..., T], /, *args: Any, **kw: Any) -> T:
+        """Run `fn(conn, *args, **kw)` in a read transaction on a worker thread and return its result."""
+
+        def run() -> T:
+            with self.db.read() as conn:
+                return fn(conn, *args, **kw)
+
+        return await anyio.to_thread.run_sync(run, limiter=self.limiter)
+
+    def require(self, scope: str) -> None:
+        """Raise Unauthenticated (no valid key) or Forbidden (key lacks `scope`)."""
+        if not self.authenticated:
+            raise Unauthenticated("an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+        if scope not in self.scopes:
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+
+    async def ingest(self, kind: str, records: list[dict[str, Any]]) -> IngestResult:
+        """Load authors, blogs or views (scope `ingest`) through the shared loading code."""
+        self.require("ingest")
+        from analytics_gql.loading import ingest_records  # built in parallel; imported when first used
+
+        result = await anyio.to_thread.run_sync(partial(ingest_records, self.db, kind, cast(list[Any], records), index_base=0),
+                                                limiter=self.limiter)
+        metrics.observe_ingest(kind, result)
+        return result
+
+    async def enqueue_refresh(self) -> bool:
+        """Enqueue a rollup pass (scope `admin`); True when it was enqueued."""
+        self.require("admin")
+        from analytics_gql.jobs.runtime import enqueue_refresh  # built in parallel; imported when first used
+
+        # Enqueueing may talk to Redis (with its own timeouts): keep it off the event loop.
+        return bool(await anyio.to_thread.run_sync(enqueue_refresh, self.settings, limiter=self.limiter))
+

@@ -1,0 +1,110 @@
+"""Prometheus metrics: GraphQL root-field requests and latency, HTTP requests, rows ingested, rollup lag."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from analytics_gql.storage.engine import Database
+
+log = logging.getLogger("analytics_gql.api")
+
+# One registry for the process (not prometheus' global default): the app can be built many times in tests.
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+GRAPHQL_FIELD_REQUESTS = Counter(
+    "analytics_graphql_field_requests", "GraphQL root-field resolutions, by field and outcome",
+    ["field", "outcome"], registry=REGISTRY,
+)
+GRAPHQL_FIELD_LATENCY = Histogram(
+    "analytics_graphql_field_seconds", "GraphQL root-field resolution time, by field",
+    ["field"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_REQUESTS = Counter(
+    "analytics_http_requests", "HTTP requests, by route and status", ["route", "status"], registry=REGISTRY,
+)
+ROWS_INGESTED = Counter(
+    "analytics_rows_ingested", "Rows loaded through the API, by kind and outcome", ["kind", "outcome"],
+    registry=REGISTRY,
+)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def observe_field(field: str, seconds: float, *, ok: bool) -> None:
+    """Record one root-field resolution."""
+    GRAPHQL_FIELD_REQUESTS.labels(field, "ok" if ok else "error").inc()
+    GRAPHQL_FIELD_LATENCY.labels(field).observe(seconds)
+
+
+def observe_ingest(kind: str, result: Any) -> None:
+    """Record an ingest result's accepted / duplicate / rejected counts."""
+    for outcome in ("accepted", "duplicates", "rejected"):
+        n = int(getattr(result, outcome, 0) or 0)
+        if n:
+            ROWS_INGESTED.labels(kind, outcome).inc(n)
+
+
+def _rollup_status(db: Database) -> Any:
+    """The rollup module's status, or None while it is not built yet or the database is unreachable."""
+    try:
+        from analytics_gql.storage import rollups  # built by another engineer; optional until it lands
+    except ImportError:
+        return None
+    status = getattr(rollups, "status", None)
+    if status is None:
+        return None
+    try:
+        with db.read() as conn:
+            return status(conn)
+    except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
+        log.warning("rollup status unavailable for /metrics", exc_info=True)
+        return None
+
+
+def _first(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+class RollupCollector(Collector):
+    """Reads rollup lag and the last pass's duration from the database at scrape time."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the rollup gauges (none when the status cannot be read)."""
+        st = _rollup_status(self.db)
+        if st is None:
+            return
+        pending = _first(st, "pending_events", "pendingEvents")
+        if pending is not None:
+            yield GaugeMetricFamily("analytics_rollup_pending_events",
+                                    "Raw events above the watermark (rollup lag)", value=float(pending))
+        ms = _first(st, "last_run_ms", "last_pass_ms", "last_duration_ms")
+        if ms is not None:
+            yield GaugeMetricFamily("analytics_rollup_last_pass_seconds",
+                                    "Duration of the last rollup pass", value=float(ms) / 1000.0)
+        last = _first(st, "last_run_at", "lastRunAt")
+        if isinstance(last, int):
+            yield GaugeMetricFamily("analytics_rollup_last_run_timestamp_seconds",
+                                    "When the last rollup pass ran (Unix time)", value=last / 1_000_000)
+
+
+def render(db: Database | None) -> bytes:
+    """The exposition text: process-wide metrics plus, when a database is given, the rollup gauges."""
+    text = generate_latest(REGISTRY)
+    if db is not None:
+        extra = CollectorRegistry(auto_describe=False)
+        extra.register(RollupCollector(db))
+        text += generate_latest(extra)
+    return text

@@ -1,0 +1,67 @@
+"""`analytics-gql serve`: uvicorn on one worker, plus the in-process jobs on the embedded default."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+
+from analytics_gql.api.app import create_app
+from analytics_gql.settings import Settings
+
+log = logging.getLogger("analytics_gql.api")
+
+# Beyond this many open connections uvicorn answers 503 at once instead of queueing work without bound (F23).
+LIMIT_CONCURRENCY = 256
+BACKLOG = 1024
+
+
+def _start_jobs(settings: Settings) -> Any:
+    """Start the embedded scheduler and worker; None (with a warning) when the jobs module is not available."""
+    try:
+        from analytics_gql.jobs.runtime import start_embedded
+    except ImportError:
+        log.warning("analytics_gql.jobs.runtime is not available: serving without scheduled rollups")
+        return None
+    return start_embedded(settings)
+
+
+def _stop_jobs(handle: Any) -> None:
+    """Stop what _start_jobs started, whatever shape of handle it returned."""
+    if handle is None:
+        return
+    for name in ("stop", "shutdown", "close"):
+        method = getattr(handle, name, None)
+        if callable(method):
+            method()
+            return
+    if callable(handle):
+        handle()
+
+
+def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API until interrupted (loopback by default: pass --host 0.0.0.0 to expose it)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our ErrorPolicy logs masked errors once, with the request id; strawberry would also log every user error.
+    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        workers=1,
+        limit_concurrency=LIMIT_CONCURRENCY,
+        backlog=BACKLOG,
+        timeout_keep_alive=5,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    jobs = _start_jobs(settings) if settings.redis_url is None else None
+    try:
+        server.run()
+    finally:
+        _stop_jobs(jobs)

@@ -62,8 +62,8 @@ class Context:
         self.require("ingest")
         from analytics_gql.loading import ingest_records  # built in parallel; imported when first used
 
-        result = await anyio.to_thread.run_sync(partial(ingest_records, self.db, kind, cast(list[Any], records), index_base=0),
-                                                limiter=self.limiter)
+        job = partial(ingest_records, self.db, kind, cast(list[Any], records), index_base=0)
+        result = await anyio.to_thread.run_sync(job, limiter=self.limiter)
         metrics.observe_ingest(kind, result)
         return result
 

@@ -1,0 +1,303 @@
+"""The rollup use case, owning transactions: incremental passes, catch-up, rebuild, compaction and audit."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from analytics_gql.domain.calendar import DAY_US, GRAINS, Grain, bucket_interval, bucket_key, from_us
+from analytics_gql.errors import RebuildRequired, UserError
+from analytics_gql.settings import Settings
+from analytics_gql.storage import rollups as store
+from analytics_gql.storage.engine import Database
+
+log = logging.getLogger(__name__)
+
+# R6: a pass may queue ingest behind its EXCLUSIVE lock request for at most this long before skipping a round.
+WRITER_LOCK_TIMEOUT_MS = 200
+
+
+@dataclass
+class PassResult:
+    """What one refresh did: events folded, chunks committed, the watermark reached, or why it skipped."""
+
+    events: int = 0
+    chunks: int = 0
+    watermark: int = 0
+    target: int = 0
+    skipped: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def caught_up(self) -> bool:
+        """True when the watermark reached the pass's safe_high."""
+        return self.skipped is None and self.watermark >= self.target
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        if self.skipped:
+            return f"rollup pass skipped: {self.skipped}"
+        rate = f", {self.events / self.seconds:,.0f} events/s" if self.seconds > 0 and self.events else ""
+        return (f"folded {self.events:,} events in {self.chunks} chunk(s), watermark id {self.watermark:,} "
+                f"({self.seconds:.2f} s{rate})")
+
+
+def _zone_check(conn: Connection, state: store.State, settings: Settings) -> None:
+    """Refuse to mix zones: local grains built in another zone need an explicit rebuild."""
+    if state.timezone == settings.timezone:
+        return
+    if store.rollups_empty(conn):
+        store.set_timezone(conn, settings.timezone)
+        return
+    raise RebuildRequired(
+        f"the rollups were built in time zone {state.timezone!r} but ANALYTICS_TIMEZONE is {settings.timezone!r}: "
+        "run `analytics-gql rollup --rebuild` to recompute them in the new zone (or restore the old setting)"
+    )
+
+
+@contextmanager
+def _locked(db: Database, *, wait: bool) -> Iterator[Connection | None]:
+    """A write transaction holding the pass lock (None when `wait` is False and another pass holds it)."""
+    with db.write() as conn:
+        # SQLite: BEGIN IMMEDIATE already made us the single writer. PostgreSQL: a transaction advisory lock.
+        if not db.sqlite and not store.pg_pass_lock(conn, wait=wait):
+            yield None
+            return
+        yield conn
+
+
+def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: object = None) -> PassResult:
+    """One incremental pass (DESIGN 3): fold (watermark, safe_high] in bounded chunks, each its own transaction.
+
+    `wait=False` (jobs) skips when another pass holds the lock, since that pass does the same work; `wait=True`
+    (CLI) queues behind it. `progress` may be a tqdm bar (its `total`/`update` are used).
+    """
+    t0 = time.monotonic()
+    started = store.now_us()
+    result = PassResult()
+    zone = ZoneInfo(settings.timezone)
+    target: int | None = None
+    if not db.sqlite:
+        with db.engine.connect() as conn, conn.begin():
+            # Short, separate transaction: commit releases the EXCLUSIVE lock at once (see pg_safe_high).
+            target = store.pg_safe_high(conn, WRITER_LOCK_TIMEOUT_MS)
+        if target is None:
+            result.skipped = "writers busy (lock_timeout); the next round will fold their events"
+            log.info(result.summary())
+            return result
+    while True:
+        with _locked(db, wait=wait) as maybe:
+            if maybe is None:
+                result.skipped = "another pass is running"
+                break
+            conn = maybe
+            state = store.ensure_state(conn, settings.timezone)
+            _zone_check(conn, state, settings)
+            if target is None:
+                # SQLite: we hold the single writer lock, so every id up to max(id) is committed and final.
+                target = store.max_event_id(conn)
+            result.target = target
+            low = state.watermark
+            high = min(target, low + settings.rollup_chunk)
+            if high > low:
+                if progress is not None and result.chunks == 0:
+                    _progress_total(progress, target - low)
+                result.events += store.fold(conn, zone, low, high)
+                store.advance_watermark(conn, high)
+                result.chunks += 1
+            result.watermark = max(high, low)
+            if result.watermark >= target:
+                # Everything committed before `started` is now folded: that instant is the public watermark.
+                result.seconds = time.monotonic() - t0
+                store.record_run(conn, started_at=started, events=result.events, ms=int(result.seconds * 1000))
+        if progress is not None and high > low:
+            _progress_update(progress, high - low)
+        if result.watermark >= target:
+            break
+    result.seconds = time.monotonic() - t0
+    log.info(result.summary())
+    return result
+
+
+def _progress_total(bar: object, total: int) -> None:
+    if hasattr(bar, "total"):
+        bar.total = total
+        if hasattr(bar, "refresh"):
+            bar.refresh()
+
+
+def _progress_update(bar: object, n: int) -> None:
+    update = getattr(bar, "update", None)
+    if callable(update):
+        update(n)
+
+
+def _bar(progress: bool | None, desc: str) -> object | None:
+    """A tqdm bar on a terminal (progress=None), always (True) or never (False)."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    bar: object = tqdm(total=0, desc=desc, unit="ev", unit_scale=True, file=sys.stderr)
+    return bar
+
+
+def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, quiet: bool = False) -> PassResult:
+    """Run passes until the rollups hold every committed event, retrying rounds skipped for busy writers."""
+    bar = _bar(progress, "rollup")
+    total = PassResult()
+    t0 = time.monotonic()
+    try:
+        for attempt in range(600):
+            r = refresh(db, settings, wait=True, progress=bar)
+            total.events += r.events
+            total.chunks += r.chunks
+            total.watermark, total.target = r.watermark, r.target
+            if r.caught_up:
+                break
+            time.sleep(min(0.05 * (attempt + 1), 1.0))
+        else:
+            total.skipped = "writers kept the raw table busy; try again"
+    finally:
+        if bar is not None:
+            bar.close()  # type: ignore[attr-defined]
+    total.seconds = time.monotonic() - t0
+    if not quiet:
+        print(total.summary())
+    return total
+
+
+def rebuild(db: Database, settings: Settings, progress: bool | None = None) -> PassResult:
+    """Drop every grain and recompute it from raw in the configured zone (after a zone change)."""
+    with _locked(db, wait=True) as conn:
+        assert conn is not None
+        store.ensure_state(conn, settings.timezone)
+        raw_from = store.horizons(conn)[store.RAW]
+        if raw_from:
+            # Rebuilding from compacted raw would silently lose the history only the rollups still hold.
+            raise UserError(
+                f"raw events before {from_us(raw_from).isoformat()} were compacted away, so the rollups cannot be "
+                "rebuilt from raw without losing that history; restore the previous ANALYTICS_TIMEZONE instead"
+            )
+        store.truncate_rollups(conn)
+        store.advance_watermark(conn, 0)
+        store.set_timezone(conn, settings.timezone)
+    if progress is None or progress:
+        print(f"rollups emptied; rebuilding in {settings.timezone}")
+    return catch_up(db, settings, progress=progress)
+
+
+@dataclass
+class CompactReport:
+    """Rows deleted per grain by one compaction and the horizons recorded."""
+
+    deleted: dict[str, int] = field(default_factory=dict)
+    horizons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        if not self.deleted:
+            return "compaction: no retention policy set (ANALYTICS_RETENTION), nothing deleted"
+        parts = [f"{g}: {n:,} rows deleted, complete from {from_us(self.horizons[g]).isoformat()}"
+                 for g, n in self.deleted.items()]
+        return "compaction: " + "; ".join(parts)
+
+
+def compact(db: Database, settings: Settings, *, now_us: int | None = None) -> CompactReport:
+    """Apply the retention policy: delete what is folded in and past its horizon, record the horizons."""
+    report = CompactReport()
+    policy = settings.retention_days
+    now = store.now_us() if now_us is None else now_us
+    with _locked(db, wait=True) as conn:
+        assert conn is not None
+        state = store.ensure_state(conn, settings.timezone)
+        zone = ZoneInfo(state.timezone)
+        if "raw" in policy:
+            # Only id <= watermark: a raw row not yet folded in is kept whatever its age.
+            report.deleted["raw"] = store.compact_raw(conn, now - policy["raw"] * DAY_US, state.watermark)
+        for g in GRAINS:
+            if g.value in policy:
+                report.deleted[g.value] = store.compact_grain(conn, g, now - policy[g.value] * DAY_US, zone)
+        store.record_compaction(conn, now)
+        report.horizons = store.horizons(conn)
+    log.info(report.summary())
+    return report
+
+
+@dataclass
+class AuditReport:
+    """Cells recomputed from raw, the ones that had drifted (grain, key, stored, raw) and whether repaired."""
+
+    checked: int = 0
+    drift: list[tuple[str, int, int, str, int, int]] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when no checked cell had drifted."""
+        return not self.drift
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        if self.ok:
+            return f"audit: {self.checked} cells recomputed from raw, no drift"
+        what = "repaired" if self.repaired else "NOT repaired (--no-repair)"
+        sample = ", ".join(f"{g}[{b},{blog},{c}] {s}->{r}" for g, b, blog, c, s, r in self.drift[:5])
+        return f"audit: {len(self.drift)} of {self.checked} cells drifted, {what}: {sample}"
+
+
+def audit(db: Database, settings: Settings, sample: int = 200, repair: bool = True, *,
+          seed: int | None = None) -> AuditReport:
+    """Recompute sampled cells (half stored, half around random raw events) from raw and repair drift."""
+    rng = random.Random(seed)
+    report = AuditReport()
+    with _locked(db, wait=True) as conn:
+        assert conn is not None
+        state = store.ensure_state(conn, settings.timezone)
+        zone = ZoneInfo(state.timezone)
+        wm = state.watermark
+        kept = store.horizons(conn)
+        # Random raw ids (gaps simply miss): catches cells missing from a grain, which stored samples cannot.
+        ids = sorted(rng.sample(range(1, wm + 1), min(wm, max(1, sample // 2)))) if wm else []
+        events = store.sample_raw_events(conn, ids)
+        cells: list[store.Cell] = []
+        for g in GRAINS:
+            keys = set(store.sample_stored_cells(conn, g, max(1, sample - sample // 2)))
+            # The raw side's buckets come from the Python reference maths, independent of the fold's SQL.
+            keys |= {(bucket_key(g, at, zone), blog, c) for at, blog, c in events}
+            stored = store.stored_views(conn, g, sorted(keys))
+            for b, blog, c in sorted(keys):
+                lo, hi = bucket_interval(g, b, zone)
+                if lo >= kept[store.RAW] and lo >= kept[g.value]:  # raw is complete for this cell
+                    cells.append(store.Cell(g, b, blog, c, lo, hi, stored.get((b, blog, c), 0)))
+        counts = store.raw_counts(conn, cells, wm)
+        report.checked = len(cells)
+        for cell, raw in zip(cells, counts, strict=True):
+            if raw != cell.stored:
+                report.drift.append((cell.grain.value, cell.bucket, cell.blog_id, cell.viewer_country,
+                                     cell.stored, raw))
+                if repair:
+                    store.set_cell(conn, cell, raw)
+        report.repaired = repair and bool(report.drift)
+        store.record_audit(conn, store.now_us())
+    if report.drift:
+        log.warning(report.summary())
+    return report
+
+
+def status(db: Database, settings: Settings) -> store.RollupStatus:
+    """The rollupStatus data, read in one snapshot."""
+    with db.read() as conn:
+        return store.status(conn, settings.retention_days)
+
+
+__all__ = ["AuditReport", "CompactReport", "PassResult", "audit", "catch_up", "compact", "rebuild", "refresh",
+           "status", "Grain"]

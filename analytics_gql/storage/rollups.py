@@ -1,0 +1,422 @@
+"""Rollup write side (fold raw events into the five grains, compact, repair) and rollup bookkeeping reads.
+
+Every function takes a Connection first and never commits: `analytics_gql.rollup` owns the transactions.
+Bucketing is integer arithmetic on BIGINT microseconds, so SQLite and PostgreSQL agree to the bucket.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, func, insert, select, text, tuple_, update
+from sqlalchemy.exc import DBAPIError
+
+from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
+from analytics_gql.storage.tables import UNKNOWN_COUNTRY, rollup_horizons, rollup_state, rollups, view_events
+
+STATE_ID = 1
+# Arbitrary but fixed: every process folding into this database serialises on this advisory lock key.
+PASS_LOCK_KEY = 0x616E616C79746963  # "analytic"
+RAW = "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The rollup_state row: watermark (last raw id folded in), zone of the local grains, bookkeeping."""
+
+    watermark: int
+    timezone: str
+    last_run_at: int | None
+    last_run_events: int
+    last_run_ms: int
+    last_compact_at: int | None
+    last_audit_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrainStatus:
+    """Rows and span of one grain (or of raw events), and its retention in days (None = forever)."""
+
+    grain: str
+    rows: int
+    oldest: int | None
+    newest: int | None
+    retained_for: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RollupStatus:
+    """What `rollupStatus` exposes.
+
+    `watermark` is an instant: every event committed before it is folded into the rollups. It is the moment the
+    last pass that caught up read its `safe_high` (so None until a pass has caught up once); `last_run_at` is
+    when that pass finished. `pending_events` counts raw rows above the id watermark right now.
+    """
+
+    watermark: int | None
+    watermark_id: int
+    pending_events: int
+    last_run_at: int | None
+    last_run_events: int
+    timezone: str | None
+    grains: list[GrainStatus]
+
+
+def now_us() -> int:
+    """The current instant in microseconds."""
+    return time.time_ns() // 1000
+
+
+# ---------------------------------------------------------------- state
+
+
+def read_state(conn: Connection) -> State | None:
+    """The rollup_state row, or None before the first pass."""
+    row = conn.execute(select(rollup_state).where(rollup_state.c.id == STATE_ID)).mappings().first()
+    if row is None:
+        return None
+    return State(
+        watermark=row["watermark"], timezone=row["timezone"], last_run_at=row["last_run_at"],
+        last_run_events=row["last_run_events"], last_run_ms=row["last_run_ms"],
+        last_compact_at=row["last_compact_at"], last_audit_at=row["last_audit_at"],
+    )
+
+
+def ensure_state(conn: Connection, timezone: str) -> State:
+    """The rollup_state row, created lazily (watermark 0, the given zone) when missing."""
+    state = read_state(conn)
+    if state is not None:
+        return state
+    conn.execute(insert(rollup_state).values(id=STATE_ID, watermark=0, timezone=timezone,
+                                             last_run_events=0, last_run_ms=0))
+    state = read_state(conn)
+    assert state is not None
+    return state
+
+
+def watermark(conn: Connection) -> int:
+    """The last raw id folded into the rollups (0 when nothing is)."""
+    value = conn.execute(select(rollup_state.c.watermark).where(rollup_state.c.id == STATE_ID)).scalar()
+    return int(value or 0)
+
+
+def reporting_zone(conn: Connection) -> str | None:
+    """The zone the day/week/month/year rollups were built in (None before the first pass)."""
+    return conn.execute(select(rollup_state.c.timezone).where(rollup_state.c.id == STATE_ID)).scalar()
+
+
+def set_timezone(conn: Connection, timezone: str) -> None:
+    """Record the zone the local grains are (about to be) built in."""
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID).values(timezone=timezone))
+
+
+def advance_watermark(conn: Connection, high: int) -> None:
+    """Move the watermark to `high` (in the same transaction as the fold it records)."""
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID).values(watermark=high))
+
+
+def record_run(conn: Connection, *, started_at: int, events: int, ms: int) -> None:
+    """Record a pass that caught up: it read its safe_high at `started_at` and folded `events` in `ms`."""
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID)
+                 .values(last_run_at=started_at, last_run_events=events, last_run_ms=ms))
+
+
+def rollups_empty(conn: Connection) -> bool:
+    """True when no grain holds a row."""
+    return all(conn.execute(select(t.c.bucket).limit(1)).first() is None for t in rollups.values())
+
+
+def max_event_id(conn: Connection) -> int:
+    """The highest raw id visible to this transaction (0 when there is none)."""
+    return int(conn.execute(select(func.max(view_events.c.id))).scalar() or 0)
+
+
+def pending_events(conn: Connection, above: int) -> int:
+    """Raw rows with id above `above`."""
+    return int(conn.execute(select(func.count()).select_from(view_events).where(view_events.c.id > above)).scalar()
+               or 0)
+
+
+# ---------------------------------------------------------------- PostgreSQL locks
+
+
+def pg_safe_high(conn: Connection, lock_timeout_ms: int) -> int | None:
+    """PostgreSQL: the highest raw id no in-flight writer can still undercut, or None when writers are busy.
+
+    Sequence values commit out of order: a writer may hold id 10 uncommitted while id 11 is visible, and a pass
+    that moved the watermark to 11 would skip 10 for good. As Citus' incremental rollups do, take a brief
+    EXCLUSIVE lock on the raw table: it conflicts with every writer's ROW EXCLUSIVE, so once granted every id
+    already drawn belongs to a finished transaction and max(id) is final; later writers draw larger ids. Readers
+    are not blocked. The lock queues new writers while we wait, so `lock_timeout` bounds the stall ingest can see
+    (R6); on timeout the caller skips this round. The caller must commit right away to release the lock.
+    """
+    conn.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'"))
+    try:
+        with conn.begin_nested():
+            conn.execute(text("LOCK TABLE view_events IN EXCLUSIVE MODE"))
+    except DBAPIError as e:
+        if getattr(e.orig, "sqlstate", None) == "55P03":  # lock_not_available: writers busy, skip this round
+            return None
+        raise
+    return max_event_id(conn)
+
+
+def pg_pass_lock(conn: Connection, *, wait: bool) -> bool:
+    """PostgreSQL: take the transaction-scoped pass lock (or try to, when `wait` is False)."""
+    if wait:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PASS_LOCK_KEY})
+        return True
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PASS_LOCK_KEY}).scalar())
+
+
+# ---------------------------------------------------------------- folding
+
+
+def _offset_case(zone: ZoneInfo, lo_us: int, hi_us: int) -> str:
+    """SQL for the UTC offset (us) in force at `viewed_at`, valid for viewed_at in [lo_us, hi_us).
+
+    One WHEN per DST segment, newest first since most events are recent. The values are integers we computed
+    (never client input), inlined so the planner sees constants.
+    """
+    segs = offset_segments(zone, lo_us, hi_us)
+    if len(segs) == 1:
+        return str(int(segs[0][1]))
+    whens = " ".join(f"WHEN viewed_at >= {int(t)} THEN {int(off)}" for t, off in reversed(segs[1:]))
+    return f"(CASE {whens} ELSE {int(segs[0][1])} END)"
+
+
+def _civil_select(source: str) -> str:
+    """SQL mapping day numbers of `source` (column `day`) to (day, month key, year), by Howard Hinnant's
+    civil_from_days in integer arithmetic (day numbers are positive here, so `/` truncation equals floor)."""
+    return f"""
+        SELECT day, (y + CASE WHEN m <= 2 THEN 1 ELSE 0 END) * 12 + m - 1 AS month,
+               y + CASE WHEN m <= 2 THEN 1 ELSE 0 END AS year
+        FROM (SELECT day, era * 400 + yoe AS y, CASE WHEN mp < 10 THEN mp + 3 ELSE mp - 9 END AS m
+              FROM (SELECT day, era, yoe, (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153 AS mp
+                    FROM (SELECT day, era, doe, (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365 AS yoe
+                          FROM (SELECT day, (day + 719468) / 146097 AS era,
+                                       (day + 719468) - ((day + 719468) / 146097) * 146097 AS doe
+                                FROM {source}) c1) c2) c3) c4"""
+
+
+def _temp(conn: Connection, name: str, select_sql: str, params: dict[str, int] | None = None) -> None:
+    """Create temp table `name` from a SELECT; on PostgreSQL it is dropped at commit (or rollback)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select_sql}"), params or {})
+        conn.execute(text(f"ANALYZE {name}"))
+    else:
+        conn.execute(text(f"DROP TABLE IF EXISTS temp.{name}"))
+        conn.execute(text(f"CREATE TEMP TABLE {name} AS {select_sql}"), params or {})
+
+
+def _drop_temps(conn: Connection, *names: str) -> None:
+    """SQLite keeps temp tables for the connection's life: drop ours (PostgreSQL drops them at commit)."""
+    if conn.dialect.name == "sqlite":
+        for name in names:
+            conn.execute(text(f"DROP TABLE IF EXISTS temp.{name}"))
+
+
+def _upsert(conn: Connection, grain: Grain, select_sql: str) -> None:
+    """Add (bucket, blog_id, viewer_country, views) rows of `select_sql` into a grain's table."""
+    table = f"views_{grain.value}"
+    # `WHERE true` resolves SQLite's parse ambiguity between a SELECT's join clause and ON CONFLICT.
+    conn.execute(text(
+        f"INSERT INTO {table} (bucket, blog_id, viewer_country, views) "
+        f"SELECT bucket, blog_id, viewer_country, views FROM ({select_sql}) s WHERE true "
+        f"ON CONFLICT (bucket, blog_id, viewer_country) DO UPDATE SET views = {table}.views + excluded.views"
+    ))
+
+
+def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
+    """Add raw events with low < id <= high into all five grains; return how many events that was.
+
+    The raw rows are scanned once into a delta keyed by (UTC hour, local day, blog, country); hour and day
+    upserts come from it, and week, month and year from the much smaller day delta.
+    """
+    span = conn.execute(
+        select(func.min(view_events.c.viewed_at), func.max(view_events.c.viewed_at), func.count())
+        .where(view_events.c.id > low, view_events.c.id <= high)
+    ).one()
+    if not span[2]:
+        return 0
+    lo_us, hi_us, count = int(span[0]), int(span[1]), int(span[2])
+    offset = _offset_case(zone, lo_us, hi_us + 1)
+    _temp(conn, "rollup_delta", f"""
+        SELECT viewed_at / {HOUR_US} AS hour, (viewed_at + {offset}) / {DAY_US} AS day, blog_id,
+               COALESCE(viewer_country, '{UNKNOWN_COUNTRY}') AS viewer_country, count(*) AS views
+        FROM view_events WHERE id > :low AND id <= :high
+        GROUP BY 1, 2, 3, 4""", {"low": low, "high": high})
+    _temp(conn, "rollup_day_delta", """
+        SELECT day, blog_id, viewer_country, sum(views) AS views FROM rollup_delta GROUP BY 1, 2, 3""")
+    _temp(conn, "rollup_days", _civil_select("(SELECT DISTINCT day FROM rollup_day_delta) d"))
+    _upsert(conn, Grain.HOUR, "SELECT hour AS bucket, blog_id, viewer_country, sum(views) AS views "
+                              "FROM rollup_delta GROUP BY 1, 2, 3")
+    _upsert(conn, Grain.DAY, "SELECT day AS bucket, blog_id, viewer_country, views FROM rollup_day_delta")
+    # 1970-01-01 (day 0) was a Thursday: (day + 3) % 7 is the weekday counted from Monday.
+    _upsert(conn, Grain.WEEK, "SELECT day - (day + 3) % 7 AS bucket, blog_id, viewer_country, sum(views) AS views "
+                              "FROM rollup_day_delta GROUP BY 1, 2, 3")
+    for grain, col in ((Grain.MONTH, "month"), (Grain.YEAR, "year")):
+        _upsert(conn, grain, f"SELECT c.{col} AS bucket, d.blog_id, d.viewer_country, sum(d.views) AS views "
+                             "FROM rollup_day_delta d JOIN rollup_days c ON c.day = d.day GROUP BY 1, 2, 3")
+    _drop_temps(conn, "rollup_delta", "rollup_day_delta", "rollup_days")
+    return count
+
+
+def truncate_rollups(conn: Connection) -> None:
+    """Empty the five grains and forget their horizons (a rebuild recomputes them from raw)."""
+    for t in rollups.values():
+        conn.execute(t.delete())
+    conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
+
+
+# ---------------------------------------------------------------- retention
+
+
+def horizons(conn: Connection) -> dict[str, int]:
+    """Grain name ("raw", "hour", ...) -> first instant still complete there (0 = nothing compacted)."""
+    out = {RAW: 0, **{g.value: 0 for g in GRAINS}}
+    for grain, kept_from in conn.execute(select(rollup_horizons.c.grain, rollup_horizons.c.kept_from)):
+        out[grain] = int(kept_from)
+    return out
+
+
+def _set_horizon(conn: Connection, grain: str, kept_from: int) -> None:
+    """Record a grain's horizon; it only moves forward (deleted data does not come back)."""
+    current = conn.execute(select(rollup_horizons.c.kept_from).where(rollup_horizons.c.grain == grain)).scalar()
+    if current is None:
+        conn.execute(insert(rollup_horizons).values(grain=grain, kept_from=kept_from))
+    elif kept_from > current:
+        conn.execute(update(rollup_horizons).where(rollup_horizons.c.grain == grain).values(kept_from=kept_from))
+
+
+def compact_raw(conn: Connection, cutoff_us: int, wm: int) -> int:
+    """Delete raw events folded in (id <= wm) and older than the hour start at or before `cutoff_us`."""
+    kept_from = cutoff_us // HOUR_US * HOUR_US
+    deleted = conn.execute(view_events.delete().where(view_events.c.id <= wm,
+                                                      view_events.c.viewed_at < kept_from)).rowcount
+    _set_horizon(conn, RAW, kept_from)
+    return int(deleted or 0)
+
+
+def compact_grain(conn: Connection, grain: Grain, cutoff_us: int, zone: ZoneInfo) -> int:
+    """Delete a grain's buckets that end at or before the start of the bucket holding `cutoff_us`."""
+    first_kept = bucket_key(grain, cutoff_us, zone)
+    table = rollups[grain]
+    deleted = conn.execute(table.delete().where(table.c.bucket < first_kept)).rowcount
+    _set_horizon(conn, grain.value, bucket_interval(grain, first_kept, zone)[0])
+    return int(deleted or 0)
+
+
+def record_compaction(conn: Connection, at_us: int) -> None:
+    """Remember when compaction last ran."""
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID).values(last_compact_at=at_us))
+
+
+# ---------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One rollup cell: its grain, key, instant interval, and the views it holds (0 when absent)."""
+
+    grain: Grain
+    bucket: int
+    blog_id: int
+    viewer_country: str
+    start: int
+    end: int
+    stored: int
+
+
+def sample_stored_cells(conn: Connection, grain: Grain, n: int) -> list[tuple[int, int, str]]:
+    """Up to `n` random (bucket, blog_id, viewer_country) keys stored in a grain."""
+    t = rollups[grain]
+    rows = conn.execute(select(t.c.bucket, t.c.blog_id, t.c.viewer_country).order_by(func.random()).limit(n))
+    return [(int(b), int(blog), str(c)) for b, blog, c in rows]
+
+
+def sample_raw_events(conn: Connection, ids: list[int]) -> list[tuple[int, int, str]]:
+    """(viewed_at, blog_id, viewer_country) of the raw events with the given ids that exist."""
+    if not ids:
+        return []
+    rows = conn.execute(select(view_events.c.viewed_at, view_events.c.blog_id,
+                               func.coalesce(view_events.c.viewer_country, UNKNOWN_COUNTRY))
+                        .where(view_events.c.id.in_(ids)))
+    return [(int(a), int(b), str(c)) for a, b, c in rows]
+
+
+def stored_views(conn: Connection, grain: Grain, keys: list[tuple[int, int, str]]) -> dict[tuple[int, int, str], int]:
+    """Views stored for the given keys of a grain (missing keys are absent from the result)."""
+    t = rollups[grain]
+    out: dict[tuple[int, int, str], int] = {}
+    for i in range(0, len(keys), 500):
+        rows = conn.execute(select(t.c.bucket, t.c.blog_id, t.c.viewer_country, t.c.views)
+                            .where(tuple_(t.c.bucket, t.c.blog_id, t.c.viewer_country).in_(keys[i:i + 500])))
+        out.update({(int(b), int(blog), str(c)): int(v) for b, blog, c, v in rows})
+    return out
+
+
+def raw_counts(conn: Connection, cells: list[Cell], wm: int) -> list[int]:
+    """Raw views (id <= wm) per cell, recomputed from its instant interval in one statement."""
+    if not cells:
+        return []
+    on_commit = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    _drop_temps(conn, "audit_cells")
+    conn.execute(text("CREATE TEMP TABLE audit_cells (i INTEGER PRIMARY KEY, blog_id INTEGER, viewer_country "
+                      f"VARCHAR(2), lo BIGINT, hi BIGINT){on_commit}"))
+    conn.execute(text("INSERT INTO audit_cells (i, blog_id, viewer_country, lo, hi) "
+                      "VALUES (:i, :blog_id, :viewer_country, :lo, :hi)"),
+                 [{"i": i, "blog_id": c.blog_id, "viewer_country": c.viewer_country, "lo": c.start, "hi": c.end}
+                  for i, c in enumerate(cells)])
+    rows = conn.execute(text(
+        "SELECT a.i, (SELECT count(*) FROM view_events e WHERE e.blog_id = a.blog_id "
+        "AND COALESCE(e.viewer_country, '--') = a.viewer_country "
+        "AND e.viewed_at >= a.lo AND e.viewed_at < a.hi AND e.id <= :wm) FROM audit_cells a"), {"wm": wm})
+    counts: dict[int, int] = {int(i): int(n) for i, n in rows}
+    _drop_temps(conn, "audit_cells")
+    return [int(counts[i]) for i in range(len(cells))]
+
+
+def set_cell(conn: Connection, cell: Cell, views: int) -> None:
+    """Overwrite one rollup cell with the recomputed count (deleting it when 0)."""
+    t = rollups[cell.grain]
+    key = (t.c.bucket == cell.bucket) & (t.c.blog_id == cell.blog_id) & (t.c.viewer_country == cell.viewer_country)
+    conn.execute(t.delete().where(key))
+    if views:
+        conn.execute(insert(t).values(bucket=cell.bucket, blog_id=cell.blog_id, viewer_country=cell.viewer_country,
+                                      views=views))
+
+
+def record_audit(conn: Connection, at_us: int) -> None:
+    """Remember when the audit last ran."""
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID).values(last_audit_at=at_us))
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(conn: Connection, retention_days: dict[str, int] | None = None) -> RollupStatus:
+    """Watermark, pending raw events, last run and per-grain rows/oldest/newest/retention (pure data)."""
+    state = read_state(conn)
+    zone_name = state.timezone if state else None
+    retention = retention_days or {}
+    wm = state.watermark if state else 0
+    grains: list[GrainStatus] = []
+    raw = conn.execute(select(func.count(), func.min(view_events.c.viewed_at),
+                              func.max(view_events.c.viewed_at))).one()
+    grains.append(GrainStatus(RAW, int(raw[0]), raw[1], raw[2], retention.get(RAW)))
+    z = ZoneInfo(zone_name) if zone_name else ZoneInfo("UTC")
+    for g in GRAINS:
+        t = rollups[g]
+        n, lo, hi = conn.execute(select(func.count(), func.min(t.c.bucket), func.max(t.c.bucket))).one()
+        oldest = bucket_interval(g, int(lo), z)[0] if lo is not None else None
+        newest = bucket_interval(g, int(hi), z)[0] if hi is not None else None
+        grains.append(GrainStatus(g.value, int(n), oldest, newest, retention.get(g.value)))
+    finished = state.last_run_at + state.last_run_ms * 1000 if state and state.last_run_at is not None else None
+    return RollupStatus(
+        watermark=state.last_run_at if state else None, watermark_id=wm, pending_events=pending_events(conn, wm),
+        last_run_at=finished, last_run_events=state.last_run_events if state else 0, timezone=zone_name,
+        grains=grains,
+    )

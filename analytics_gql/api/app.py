@@ -24,7 +24,7 @@ from strawberry import Schema
 from analytics_gql.api import graphiql, ingest_http, metrics
 from analytics_gql.api.auth import authenticate
 from analytics_gql.api.context import Context, make_limiter
-from analytics_gql.api.extensions import INTERNAL_MESSAGE
+from analytics_gql.api.extensions import INTERNAL_MESSAGE, present
 from analytics_gql.settings import Settings
 from analytics_gql.storage import schema as migrations
 from analytics_gql.storage.engine import Database
@@ -128,13 +128,10 @@ def _context(request: Request, settings: Settings, db: Database, limiter: anyio.
                    authenticated=caller.authenticated, limiter=limiter)
 
 
-def _formatted(error: GraphQLError, request_id: str) -> dict[str, Any]:
-    """The error as JSON; anything that reached here without a code slipped past the policy and is masked."""
-    if not error.extensions or "code" not in error.extensions:
-        log.error("unclassified GraphQL error (request %s): %s", request_id, error.message,
-                  exc_info=error.original_error)
-        return {"message": INTERNAL_MESSAGE, "extensions": {"code": "INTERNAL", "requestId": request_id}}
-    return dict(error.formatted)
+def _formatted(error: GraphQLError, request_id: str, *, suggestions: bool) -> dict[str, Any]:
+    """The error as JSON. Errors raised by extension hooks (e.g. the parser's token limit) bypass ErrorPolicy's
+    post-processing inside strawberry, so the same policy is applied here."""
+    return dict(present(error, suggestions=suggestions, request_id=request_id).formatted)
 
 
 def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None) -> Starlette:
@@ -196,7 +193,8 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
             return error_response(500, INTERNAL_MESSAGE, "INTERNAL")
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
-            body = {"errors": [_formatted(e, ctx.request_id) for e in result.errors], "data": result.data}
+            errors = [_formatted(e, ctx.request_id, suggestions=settings.introspection) for e in result.errors]
+            body = {"errors": errors, "data": result.data}
         return json_response(body)
 
     async def ingest(request: Request) -> Response:

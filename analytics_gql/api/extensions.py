@@ -48,19 +48,39 @@ def _request_id(context: Any) -> str:
 def classify(error: GraphQLError) -> tuple[str, str] | None:
     """(code, message) for an error that is safe to show, or None when it must be masked."""
     original = error.original_error
-    while isinstance(original, GraphQLError) and original.original_error is not None:
-        original = original.original_error
-    if isinstance(original, UserError):
-        return original.code, original.message
+    root = original
+    while isinstance(root, GraphQLError) and root.original_error is not None:
+        root = root.original_error
+    if isinstance(root, UserError):
+        return root.code, root.message
     if original is None:
         # Syntax, validation and variable-coercion errors are about the client's document, never about our state.
         if error.path is None or error.message.startswith(_CLIENT_EXECUTION_MESSAGES):
             return "BAD_USER_INPUT", error.message
         return None
-    if error.path is None and isinstance(original, (ValueError, TypeError)):
-        # A scalar's parse_value refusing a variable (e.g. a malformed DateTime) before execution.
+    if error.path is None and isinstance(original, (GraphQLError, ValueError, TypeError, KeyError)):
+        # Before execution: graphql-core or a scalar's parse_value refusing a variable (unknown enum, bad DateTime).
         return "BAD_USER_INPUT", error.message
     return None
+
+
+def present(error: GraphQLError, *, suggestions: bool, request_id: str) -> GraphQLError:
+    """The error as the client sees it: shown with its code, or masked as INTERNAL (and logged) when unsafe."""
+    if error.extensions and "code" in error.extensions:
+        return error  # already presented
+    shown = classify(error)
+    if shown is None:
+        original = error.original_error or error
+        log.error("internal error in GraphQL operation (request %s, path %s)", request_id, error.path,
+                  exc_info=(type(original), original, original.__traceback__))
+        return GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, source=error.source, positions=error.positions,
+                            path=error.path, extensions={"code": "INTERNAL", "requestId": request_id})
+    code, message = shown
+    if not suggestions:
+        # Suggestions leak the schema's names when introspection is off (F18).
+        message = _SUGGESTION.sub("", message)
+    return GraphQLError(message, nodes=error.nodes, source=error.source, positions=error.positions,
+                        path=error.path, extensions={"code": code})
 
 
 class ErrorPolicy(SchemaExtension):
@@ -73,23 +93,8 @@ class ErrorPolicy(SchemaExtension):
         yield
         result = self.execution_context.result
         if isinstance(result, (GraphQLExecutionResult, ExecutionResult)) and result.errors:
-            result.errors = [self._process(e) for e in result.errors]
-
-    def _process(self, error: GraphQLError) -> GraphQLError:
-        shown = classify(error)
-        if shown is None:
             rid = _request_id(self.execution_context.context)
-            original = error.original_error or error
-            log.error("internal error in GraphQL operation (request %s, path %s)", rid, error.path,
-                      exc_info=(type(original), original, original.__traceback__))
-            return GraphQLError(INTERNAL_MESSAGE, nodes=error.nodes, source=error.source, positions=error.positions,
-                                path=error.path, extensions={"code": "INTERNAL", "requestId": rid})
-        code, message = shown
-        if not self.suggestions:
-            # Suggestions leak the schema's names when introspection is off (F18).
-            message = _SUGGESTION.sub("", message)
-        return GraphQLError(message, nodes=error.nodes, source=error.source, positions=error.positions,
-                            path=error.path, extensions={"code": code})
+            result.errors = [present(e, suggestions=self.suggestions, request_id=rid) for e in result.errors]
 
 
 class ScopeGuard(SchemaExtension):

@@ -1,0 +1,342 @@
+"""Rollup passes on SQLite and PostgreSQL: exact against an independent GROUP BY, zones, crashes, retention, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rollup_helpers import Event, add_events, assert_exact, expected, raw_events, reset, stored
+from sqlalchemy import text, update
+
+from analytics_gql import rollup
+from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, offset_segments, to_us
+from analytics_gql.errors import RebuildRequired, UserError
+from analytics_gql.settings import Settings
+from analytics_gql.storage import rollups as store
+from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import rollups
+
+ZONES = ["UTC", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London", "America/New_York"]
+LO = to_us(dt.datetime(1995, 1, 1, tzinfo=dt.UTC))
+HI = to_us(dt.datetime(2035, 1, 1, tzinfo=dt.UTC))
+
+
+def with_settings(db: Database, **kw: object) -> tuple[Database, Settings]:
+    """The test database with other settings (zone, chunk size, retention)."""
+    s = Settings(database_url=db.settings.database_url, **kw)
+    return Database(s), s
+
+
+@lru_cache
+def edges(zone: str) -> list[int]:
+    """Instants where buckets turn over in `zone`: DST changes, local midnights around them, year/month ends."""
+    z = ZoneInfo(zone)
+    out: list[int] = []
+    for t, _ in offset_segments(z, to_us(dt.datetime(2015, 1, 1, tzinfo=dt.UTC)),
+                                to_us(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))[1:]:
+        out.append(t)
+        for g in (Grain.DAY, Grain.WEEK):
+            from analytics_gql.domain.calendar import bucket_key
+            lo, hi = bucket_interval(g, bucket_key(g, t, z), z)
+            out += [lo, hi]
+    for y in (2016, 2020, 2024):  # leap years: Feb 29, ISO week 53 (2020), year ends
+        for d in (dt.date(y, 1, 1), dt.date(y, 2, 29), dt.date(y, 3, 1), dt.date(y, 12, 31)):
+            out.append(to_us(dt.datetime(d.year, d.month, d.day, tzinfo=z)))
+    return sorted(set(out))
+
+
+def instants(zone: str) -> st.SearchStrategy[int]:
+    near = st.sampled_from(edges(zone)).flatmap(lambda e: st.sampled_from([e - 1, e, e + 1]) | st.integers(
+        e - 2 * HOUR_US, e + 2 * HOUR_US))
+    return near | st.integers(LO, HI)
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[str, int, list[list[Event]]]:
+    zone = draw(st.sampled_from(ZONES))
+    event = st.tuples(st.integers(1, 3), st.sampled_from([None, "US", "IN"]), instants(zone))
+    batches = draw(st.lists(st.lists(event, max_size=25), min_size=1, max_size=4))
+    chunk = draw(st.sampled_from([1, 7, 1000]))
+    return zone, chunk, batches
+
+
+@given(scenario())
+def test_rollups_equal_independent_group_by(db: Database, case: tuple[str, int, list[list[Event]]]) -> None:
+    """Interleaved ingest and passes (late events included: batches are in no time order) stay exact."""
+    zone, chunk, batches = case
+    reset(db)
+    d, s = with_settings(db, timezone=zone, rollup_chunk=chunk)
+    try:
+        for batch in batches:
+            add_events(d, batch)
+            rollup.refresh(d, s)
+            assert_exact(d, zone)
+        with d.read() as conn:
+            assert store.watermark(conn) == store.max_event_id(conn)
+            assert len(raw_events(conn)) == sum(map(len, batches))
+    finally:
+        d.dispose()
+
+
+def test_bucket_sql_matches_reference_over_two_centuries(db: Database) -> None:
+    """One event a month-ish from 1970 to 2199 in Santiago: SQL day/week/month/year == calendar.bucket_key."""
+    r = random.Random(3)
+    zone = "America/Santiago"
+    events: list[Event] = [(1, None, t) for t in range(2 * DAY_US, to_us(dt.datetime(2199, 12, 31, tzinfo=dt.UTC)),
+                                                        29 * DAY_US + 7 * HOUR_US + r.randrange(HOUR_US))]
+    d, s = with_settings(db, timezone=zone)
+    try:
+        add_events(d, events)
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        assert_exact(d, zone)
+    finally:
+        d.dispose()
+
+
+def test_refresh_is_idempotent_and_counts_once(db: Database) -> None:
+    """R2: running the pass 1, 2 or 5 times for one tick gives identical tables."""
+    add_events(db, [(1, "US", LO + i * HOUR_US) for i in range(50)])
+    snapshots = []
+    for runs in (1, 2, 5):
+        for _ in range(runs):
+            rollup.refresh(db, db.settings)
+        with db.read() as conn:
+            snapshots.append(stored(conn))
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+    assert sum(snapshots[0][Grain.DAY].values()) == 50
+    assert_exact(db, "UTC")
+
+
+def test_late_event_lands_in_its_old_bucket(db: Database) -> None:
+    """R7/F13: an event 30 days old arriving after a pass is folded into its old day at the next pass."""
+    now = store.now_us()
+    add_events(db, [(1, "US", now - HOUR_US)])
+    rollup.refresh(db, db.settings)
+    old = now - 30 * DAY_US
+    add_events(db, [(1, "US", old), (2, None, now + 400 * DAY_US)])  # and one from the future
+    rollup.refresh(db, db.settings)
+    with db.read() as conn:
+        day = stored(conn)[Grain.DAY]
+    assert day[(old // DAY_US, 1, "US")] == 1
+    assert day[((now + 400 * DAY_US) // DAY_US, 2, "--")] == 1
+    assert_exact(db, "UTC")
+
+
+def test_zone_change_refused_then_rebuilt(db: Database) -> None:
+    """Changing the reporting zone with rollups present needs an explicit rebuild; rebuild recomputes exactly."""
+    add_events(db, [(1, "US", edges("Europe/London")[5] + i * 977 * 1_000_000) for i in range(40)])
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    d, s = with_settings(db, timezone="Europe/London")
+    try:
+        with pytest.raises(RebuildRequired, match="rollup --rebuild"):
+            rollup.refresh(d, s)
+        rollup.rebuild(d, s, progress=False)
+        assert_exact(d, "Europe/London")
+        with d.read() as conn:
+            assert store.reporting_zone(conn) == "Europe/London"
+    finally:
+        d.dispose()
+
+
+def test_zone_adopted_silently_when_rollups_are_empty(db: Database) -> None:
+    """Before anything is folded the zone is simply recorded: nothing can be mixed."""
+    rollup.refresh(db, db.settings)
+    d, s = with_settings(db, timezone="Asia/Kolkata")
+    try:
+        add_events(d, [(1, "IN", LO + 5 * HOUR_US)])
+        rollup.refresh(d, s)
+        assert_exact(d, "Asia/Kolkata")
+    finally:
+        d.dispose()
+
+
+def test_fault_after_upserts_before_commit_changes_nothing(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F2: a pass failing after its upserts, before its commit, leaves rollups and watermark untouched."""
+    add_events(db, [(1, "US", LO + i * HOUR_US) for i in range(30)])
+    rollup.refresh(db, db.settings)
+    add_events(db, [(2, "IN", LO + i * DAY_US) for i in range(30)])
+    with db.read() as conn:
+        before, wm = stored(conn), store.watermark(conn)
+
+    def boom(conn: object, high: int) -> None:
+        raise RuntimeError("injected fault after the upserts")
+
+    monkeypatch.setattr(store, "advance_watermark", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        rollup.refresh(db, db.settings)
+    monkeypatch.undo()
+    with db.read() as conn:
+        assert stored(conn) == before
+        assert store.watermark(conn) == wm
+    rollup.refresh(db, db.settings)
+    assert_exact(db, "UTC")
+    with db.read() as conn:
+        assert sum(stored(conn)[Grain.YEAR].values()) == 60
+
+
+def test_compaction_deletes_only_folded_rows_past_horizon(db: Database) -> None:
+    """Compaction removes folded raw rows past the horizon; a raw row above the watermark stays, whatever its age."""
+    now = to_us(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC))
+    folded = [(1, "US", now - k * DAY_US) for k in range(0, 60, 3)]  # 20 events over 60 days
+    add_events(db, folded)
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    ancient = now - 5000 * DAY_US
+    add_events(db, [(2, None, ancient)])  # not folded yet
+    d, s = with_settings(db, retention="raw=10d,hour=20d,day=40d")
+    try:
+        report = rollup.compact(d, s, now_us=now)
+        assert "raw" in report.summary()
+        with d.read() as conn:
+            kept = raw_events(conn)
+            h = store.horizons(conn)
+            got = stored(conn)
+        cutoff = now - 10 * DAY_US
+        assert sorted(kept) == sorted([e for e in folded if e[2] >= cutoff] + [(2, None, ancient)])
+        assert h["raw"] == cutoff // HOUR_US * HOUR_US
+        assert h["hour"] == (now - 20 * DAY_US) // HOUR_US * HOUR_US
+        assert h["day"] == bucket_interval(Grain.DAY, (now - 40 * DAY_US) // DAY_US, ZoneInfo("UTC"))[0]
+        assert h["week"] == h["month"] == h["year"] == 0
+        assert all(bucket * HOUR_US >= h["hour"] for bucket, _, _ in got[Grain.HOUR])
+        assert min(b for b, _, _ in got[Grain.DAY]) * DAY_US >= h["day"]
+        # Coarse grains keep everything: still the full history.
+        assert sum(got[Grain.MONTH].values()) == 20
+        # The ancient row is folded by the next pass, then compacted by the next compaction.
+        rollup.refresh(d, s)
+        with d.read() as conn:
+            assert sum(stored(conn)[Grain.YEAR].values()) == 21
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            assert (2, None, ancient) not in raw_events(conn)
+    finally:
+        d.dispose()
+
+
+def test_default_policy_keeps_everything(db: Database) -> None:
+    """No retention configured: compaction deletes nothing and horizons stay 0."""
+    add_events(db, [(1, "US", LO)])
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    report = rollup.compact(db, db.settings)
+    assert report.deleted == {}
+    with db.read() as conn:
+        assert len(raw_events(conn)) == 1
+        assert set(store.horizons(conn).values()) == {0}
+
+
+def test_rebuild_refused_after_raw_compaction(db: Database) -> None:
+    """A rebuild from compacted raw would lose history: refused with a message that says so."""
+    add_events(db, [(1, "US", LO)])
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    d, s = with_settings(db, retention="raw=1d")
+    try:
+        rollup.compact(d, s)
+        with pytest.raises(UserError, match="compacted"):
+            rollup.rebuild(d, s, progress=False)
+    finally:
+        d.dispose()
+
+
+def test_audit_finds_and_repairs_corrupted_cells(db: Database) -> None:
+    """F24: a corrupted cell and a deleted cell are found from raw and repaired; a clean audit reports ok."""
+    r = random.Random(5)
+    add_events(db, [(r.randint(1, 3), r.choice(["US", None]), LO + r.randrange(300 * DAY_US)) for _ in range(300)])
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    assert rollup.audit(db, db.settings, seed=1).ok
+    with db.write() as conn:
+        day = rollups[Grain.DAY]
+        conn.execute(update(day).values(views=day.c.views + 5))  # every day cell drifts
+        month = rollups[Grain.MONTH]
+        conn.execute(month.delete())  # month cells missing: only raw-side sampling can see it
+    report = rollup.audit(db, db.settings, sample=4000, repair=False, seed=2)
+    assert not report.ok and {g for g, *_ in report.drift} == {"day", "month"}
+    assert all(s - r == 5 for g, _, _, _, s, r in report.drift if g == "day")
+    report = rollup.audit(db, db.settings, sample=4000, seed=2)
+    assert report.repaired
+    assert_exact(db, "UTC")
+    assert rollup.audit(db, db.settings, seed=3).ok
+
+
+def test_status_reports_watermark_pending_and_grains(db: Database) -> None:
+    """rollupStatus data: pending raw events, the instant rollups are complete to, rows and span per grain."""
+    s = rollup.status(db, db.settings)
+    assert s.watermark is None and s.pending_events == 0 and s.grains[0].rows == 0
+    t0 = LO + 3 * DAY_US + 5
+    add_events(db, [(1, "US", t0), (1, "US", t0 + 1), (2, None, t0 + 40 * DAY_US)])
+    before = store.now_us()
+    rollup.refresh(db, db.settings)
+    add_events(db, [(3, "IN", t0)])
+    s = rollup.status(db, Settings(database_url=db.settings.database_url, retention="hour=30d"))
+    assert s.pending_events == 1 and s.watermark_id == 3
+    assert s.watermark is not None and before <= s.watermark <= store.now_us()
+    assert s.last_run_at is not None and s.last_run_at >= s.watermark and s.last_run_events == 3
+    by = {g.grain: g for g in s.grains}
+    assert by["raw"].rows == 4 and by["raw"].oldest == t0 and by["raw"].newest == t0 + 40 * DAY_US
+    assert by["hour"].rows == 2 and by["hour"].retained_for == 30 and by["day"].retained_for is None
+    assert by["hour"].oldest == t0 // HOUR_US * HOUR_US and by["day"].newest == (t0 + 40 * DAY_US) // DAY_US * DAY_US
+    assert by["year"].rows == 2
+
+
+def test_sqlite_busy_for_ten_seconds(tmp_path: object) -> None:
+    """F12: a writer holding SQLite for 10 s delays the pass (busy_timeout), which then completes exactly."""
+    from analytics_gql.storage import schema
+
+    s = Settings(database_url=f"sqlite:///{tmp_path}/busy.db")
+    d = Database(s)
+    schema.upgrade(d)
+    add_events(d, [(1, "US", LO + i) for i in range(10)])
+    held = threading.Event()
+
+    def hold() -> None:
+        with d.write() as conn:
+            conn.execute(text("UPDATE view_events SET blog_id = blog_id WHERE id = 1"))
+            held.set()
+            time.sleep(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    t0 = time.monotonic()
+    r = rollup.refresh(d, s)
+    waited = time.monotonic() - t0
+    t.join()
+    assert r.events == 10 and waited >= 9
+    assert_exact(d, "UTC")
+    d.dispose()
+
+
+def test_watermark_and_rollups_in_one_transaction(db: Database) -> None:
+    """A reader never sees rollups and watermark disagree: both move in the same commit."""
+    add_events(db, [(1, "US", LO + i * HOUR_US) for i in range(100)])
+    d, s = with_settings(db, rollup_chunk=10)
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            with d.read() as conn:
+                # One statement, one snapshot (db.read() is READ COMMITTED on PostgreSQL).
+                wm, n, want = conn.execute(text(
+                    "SELECT (SELECT watermark FROM rollup_state), (SELECT coalesce(sum(views), 0) FROM views_year), "
+                    "(SELECT count(*) FROM view_events WHERE id <= (SELECT coalesce(max(watermark), 0) "
+                    "FROM rollup_state))")).one()
+                if n != want:
+                    bad.append(f"watermark {wm} but {n} views")
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        rollup.catch_up(d, s, progress=False, quiet=True)
+    finally:
+        stop.set()
+        t.join()
+        d.dispose()
+    assert not bad
+    with db.read() as conn:
+        assert expected(raw_events(conn), "UTC")[Grain.YEAR] == stored(conn)[Grain.YEAR]
+    assert len(GRAINS) == 5

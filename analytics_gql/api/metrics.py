@@ -50,29 +50,25 @@ def observe_ingest(kind: str, result: Any) -> None:
             ROWS_INGESTED.labels(kind, outcome).inc(n)
 
 
-def _rollup_status(db: Database) -> Any:
-    """The rollup module's status, or None while it is not built yet or the database is unreachable."""
+def _rollup_status(db: Database) -> dict[str, Any] | None:
+    """Pending events and the last pass's bookkeeping, or None while unavailable (module or database)."""
     try:
-        from analytics_gql.storage import rollups  # built by another engineer; optional until it lands
+        from analytics_gql.storage import rollups  # guarded: the API must serve even if rollups are broken
     except ImportError:
-        return None
-    status = getattr(rollups, "status", None)
-    if status is None:
         return None
     try:
         with db.read() as conn:
-            return status(conn)
+            # Not rollups.status(): that counts every raw row and rollup row, too heavy for each scrape.
+            state = rollups.read_state(conn)
+            watermark = state.watermark if state is not None else 0
+            return {
+                "pending_events": rollups.pending_events(conn, watermark),
+                "last_run_ms": state.last_run_ms if state is not None and state.last_run_at is not None else None,
+                "last_run_at": state.last_run_at if state is not None else None,
+            }
     except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
         log.warning("rollup status unavailable for /metrics", exc_info=True)
         return None
-
-
-def _first(obj: Any, *names: str) -> Any:
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 class RollupCollector(Collector):
@@ -86,16 +82,16 @@ class RollupCollector(Collector):
         st = _rollup_status(self.db)
         if st is None:
             return
-        pending = _first(st, "pending_events", "pendingEvents")
+        pending = st["pending_events"]
         if pending is not None:
             yield GaugeMetricFamily("analytics_rollup_pending_events",
                                     "Raw events above the watermark (rollup lag)", value=float(pending))
-        ms = _first(st, "last_run_ms", "last_pass_ms", "last_duration_ms")
+        ms = st["last_run_ms"]
         if ms is not None:
             yield GaugeMetricFamily("analytics_rollup_last_pass_seconds",
                                     "Duration of the last rollup pass", value=float(ms) / 1000.0)
-        last = _first(st, "last_run_at", "lastRunAt")
-        if isinstance(last, int):
+        last = st["last_run_at"]
+        if last is not None:
             yield GaugeMetricFamily("analytics_rollup_last_run_timestamp_seconds",
                                     "When the last rollup pass ran (Unix time)", value=last / 1_000_000)
 

@@ -1,0 +1,163 @@
+"""/healthz, /readyz (at head, unmigrated, unreachable) and /metrics counters, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+import strawberry
+
+from analytics_gql import rollup
+from analytics_gql.api.app import create_app
+from analytics_gql.api.extensions import schema_extensions
+from analytics_gql.settings import Settings
+from analytics_gql.storage import schema as migrations
+from analytics_gql.storage.engine import Database
+
+pytestmark = pytest.mark.anyio
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def answer(self) -> int:
+        return 42
+
+    @strawberry.field
+    async def fails(self) -> int:
+        raise RuntimeError("bug")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    settings = db.settings
+    app = create_app(settings, db=db, schema=strawberry.Schema(query=Query, extensions=schema_extensions(settings)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def http(db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client(db):
+        yield c
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from the exposition text (None when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    for line in text.splitlines():
+        m = re.match(pattern, line)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+async def scrape(http: httpx.AsyncClient) -> str:
+    r = await http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return r.text
+
+
+async def test_healthz(http: httpx.AsyncClient) -> None:
+    r = await http.get("/healthz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+async def test_readyz_at_head(http: httpx.AsyncClient, db: Database) -> None:
+    r = await http.get("/readyz")
+    assert (r.status_code, r.json()) == (200, {"status": "ready", "revision": migrations.head_revision(db)})
+
+
+async def test_readyz_not_ready_on_unmigrated_sqlite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = Database(Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    try:
+        async for http in client(db):
+            r = await http.get("/readyz")
+            assert r.status_code == 503
+            assert r.json() == {"status": "unavailable", "reason": "database not migrated to head", "revision": None,
+                                "head": migrations.head_revision(db)}
+            assert (await http.get("/healthz")).status_code == 200  # the process is up all the same
+            migrations.upgrade(db)
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        db.dispose()
+
+
+async def test_readyz_not_ready_on_unmigrated_postgres(empty_db_url: str) -> None:
+    db = Database(Settings(database_url=empty_db_url))
+    try:
+        async for http in client(db):
+            r = await http.get("/readyz")
+            assert r.status_code == 503 and r.json()["reason"] == "database not migrated to head"
+            migrations.upgrade(db)
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        db.dispose()
+
+
+async def test_readyz_unreachable_database() -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    db = Database(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    try:
+        async for http in client(db):
+            r = await http.get("/readyz")
+            assert (r.status_code, r.json()) == (503, {"status": "unavailable", "reason": "database unreachable"})
+            assert "127.0.0.1" not in r.text and "psycopg" not in r.text
+            assert (await scrape(http)).count("analytics_rollup_pending_events") == 0
+    finally:
+        db.dispose()
+
+
+async def test_metrics_count_graphql_fields(http: httpx.AsyncClient) -> None:
+    before = await scrape(http)
+    for _ in range(3):
+        await http.post("/graphql", json={"query": "{ answer }"})
+    await http.post("/graphql", json={"query": "{ answer fails }"})
+    after = await scrape(http)
+
+    def delta(name: str, **labels: str) -> float:
+        return (sample(after, name, **labels) or 0.0) - (sample(before, name, **labels) or 0.0)
+
+    assert delta("analytics_graphql_field_requests_total", field="answer", outcome="ok") == 4
+    assert delta("analytics_graphql_field_requests_total", field="fails", outcome="error") == 1
+    assert delta("analytics_graphql_field_seconds_count", field="answer") == 4
+    assert delta("analytics_http_requests_total", route="/graphql", status="200") == 4
+
+
+async def test_metrics_rows_ingested_and_rollup_lag(http: httpx.AsyncClient, db: Database) -> None:
+    before = await scrape(http)
+    assert sample(before, "analytics_rollup_pending_events") == 0
+    await http.post("/ingest/authors", content=b'{"id": "a1", "name": "A"}\n', headers=NDJSON)
+    blog = b'{"id": "b1", "title": "T", "authorId": "a1", "createdAt": "2025-01-01"}\n'
+    await http.post("/ingest/blogs", content=blog, headers=NDJSON)
+    views = b"".join(orjson.dumps({"eventId": f"e{i}", "blogId": "b1"}) + b"\n" for i in range(7))
+    await http.post("/ingest/views", content=views + b'{"blogId": "zz"}\n', headers=NDJSON)
+    await http.post("/ingest/views", content=views[: views.index(b"\n") + 1], headers=NDJSON)  # one duplicate
+    after = await scrape(http)
+
+    def delta(**labels: str) -> float:
+        name = "analytics_rows_ingested_total"
+        return (sample(after, name, **labels) or 0.0) - (sample(before, name, **labels) or 0.0)
+
+    assert delta(kind="views", outcome="accepted") == 7
+    assert delta(kind="views", outcome="rejected") == 1
+    assert delta(kind="views", outcome="duplicates") == 1
+    assert delta(kind="authors", outcome="accepted") == 1
+    assert sample(after, "analytics_rollup_pending_events") == 7
+    assert sample(after, "analytics_rollup_last_pass_seconds") is None  # no pass has run yet
+
+    rollup.catch_up(db, Settings(database_url=db.settings.database_url), quiet=True)
+    folded = await scrape(http)
+    assert sample(folded, "analytics_rollup_pending_events") == 0
+    seconds = sample(folded, "analytics_rollup_last_pass_seconds")
+    assert seconds is not None and seconds >= 0
+    assert sample(folded, "analytics_rollup_last_run_timestamp_seconds") is not None

@@ -12,9 +12,10 @@ from analytics_gql.settings import Settings
 
 log = logging.getLogger("analytics_gql.api")
 
-# Beyond this many open connections uvicorn answers 503 at once instead of queueing work without bound (F23).
-LIMIT_CONCURRENCY = 256
-BACKLOG = 1024
+# Beyond this many open connections (idle keep-alives included) uvicorn answers 503 at once instead of queueing
+# work without bound (F23); below common 1024-descriptor limits, above the 500 concurrent clients we test with.
+LIMIT_CONCURRENCY = 800
+BACKLOG = 2048
 
 
 def _start_jobs(settings: Settings) -> Any:
@@ -40,13 +41,9 @@ def _stop_jobs(handle: Any) -> None:
         handle()
 
 
-def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API until interrupted (loopback by default: pass --host 0.0.0.0 to expose it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Our ErrorPolicy logs masked errors once, with the request id; strawberry would also log every user error.
-    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
-    app = create_app(settings)
-    config = uvicorn.Config(
+def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
+    """The uvicorn configuration `serve` uses: one worker, bounded concurrency, no server banner."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -59,6 +56,14 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
         proxy_headers=False,
         log_config=None,
     )
+
+
+def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API until interrupted (loopback by default: pass --host 0.0.0.0 to expose it)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our ErrorPolicy logs masked errors once, with the request id; strawberry would also log every user error.
+    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
+    config = uvicorn_config(create_app(settings), host=host, port=port)
     server = uvicorn.Server(config)
     jobs = _start_jobs(settings) if settings.redis_url is None else None
     try:

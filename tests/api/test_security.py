@@ -15,6 +15,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from analytics_gql.api.app import create_app
 from analytics_gql.api.extensions import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, schema_extensions
+from analytics_gql.api.server import LIMIT_CONCURRENCY
 from analytics_gql.errors import BadInput
 from analytics_gql.settings import Settings
 
@@ -433,3 +434,82 @@ async def test_concurrent_requests_share_the_app(dev: httpx.AsyncClient) -> None
         for i in range(50):
             tg.start_soon(one, i)
     assert sorted(r["data"]["echo"] for r in results) == sorted(str(i) for i in range(50))
+
+
+# ---- F23: 500 concurrent connections on loopback, against the real uvicorn configuration ----
+
+SERVER_CODE = """
+import sys, strawberry, uvicorn
+from analytics_gql.api.app import create_app
+from analytics_gql.api.extensions import schema_extensions
+from analytics_gql.api.server import uvicorn_config
+from analytics_gql.settings import Settings
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def echo(self, text: str) -> str:
+        return text
+
+settings = Settings(database_url=sys.argv[2])
+app = create_app(settings, schema=strawberry.Schema(query=Query, extensions=schema_extensions(settings)))
+uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=int(sys.argv[1]))).run()
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_500_concurrent_connections_do_not_crash_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(port), f"sqlite:///{tmp_path / 'c.db'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=2) as probe:
+            for _ in range(100):
+                try:
+                    if (await probe.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await anyio.sleep(0.1)
+        body = b'{"query": "{ echo(text: \\"hi\\") }"}'
+        request = (f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        statuses: list[int] = []
+        failures: list[str] = []
+
+        async def one() -> None:
+            try:
+                with anyio.fail_after(60):
+                    stream = await anyio.connect_tcp("127.0.0.1", port)
+                    async with stream:
+                        await stream.send(request)
+                        data = b""
+                        try:
+                            while True:
+                                data += await stream.receive()
+                        except (anyio.EndOfStream, anyio.BrokenResourceError):
+                            pass
+                statuses.append(int(data.split(b" ", 2)[1]))
+            except Exception as e:  # noqa: BLE001 - counted: a refused or reset connection is a failure here
+                failures.append(type(e).__name__)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(500):
+                tg.start_soon(one)
+        assert proc.poll() is None, "the server died"
+        assert failures == [], failures[:5]
+        assert len(statuses) == 500 and set(statuses) <= {200, 503}
+        # Under the connection limit every request is served; over it uvicorn would answer 503, never crash.
+        assert statuses.count(200) == (500 if LIMIT_CONCURRENCY > 500 else statuses.count(200)) > 0
+        async with httpx.AsyncClient(base_url=base, timeout=5) as after:
+            r = await after.post("/graphql", json={"query": '{ echo(text: "after") }'})
+            assert r.json() == {"data": {"echo": "after"}}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

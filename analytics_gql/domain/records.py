@@ -106,7 +106,30 @@ def parse_blog(d: dict[str, Any]) -> BlogRecord:
 
 def parse_view(d: dict[str, Any], now_us: int) -> ViewRecord:
     """Validate a view dict: `blogId`; optional `eventId`, `viewerId`, `viewerCountry`, `viewedAt` (default now)."""
-    if type(d) is not dict or not d.keys() <= VIEW_FIELDS:
+    if type(d) is dict and d.keys() <= VIEW_FIELDS:
+        # Fast path for the common, well-formed line (the import hot path): string fields, a known code, Z time.
+        event, blog, viewer, country, viewed = (
+            d.get("eventId"), d.get("blogId"), d.get("viewerId"), d.get("viewerCountry"), d.get("viewedAt")
+        )
+        if (
+            type(blog) is str
+            and type(event) is str
+            and type(viewer) is str
+            and 0 < len(blog) <= ID_MAX
+            and 0 < len(event) <= ID_MAX
+            and 0 < len(viewer) <= ID_MAX
+            and (country is None or country in COUNTRY_CODES)
+            and type(viewed) is str
+            and "\x00" not in blog + event + viewer
+        ):
+            try:
+                us = (dt.datetime.fromisoformat(viewed) - EPOCH) // _ONE_US
+            except (ValueError, TypeError):
+                pass  # naive or malformed: the full path below says what is wrong
+            else:
+                if MIN_US <= us < MAX_US:
+                    return ViewRecord(event, blog, viewer, country, us)
+    else:
         _check_fields(d, VIEW_FIELDS)
     viewed = d.get("viewedAt")
     return ViewRecord(

@@ -24,9 +24,9 @@ _OPTIONS: dict[str, Any] = {"max_retries": 3, "min_backoff": 1_000, "max_backoff
 class Actors:
     """The actors declared on one broker, and the database they share."""
 
-    refresh: dramatiq.Actor[[], int]
-    compact: dramatiq.Actor[[], int]
-    audit: dramatiq.Actor[[int], int]
+    refresh: dramatiq.Actor[[], None]
+    compact: dramatiq.Actor[[], None]
+    audit: dramatiq.Actor[[int], None]
     database: _LazyDatabase
 
 
@@ -55,17 +55,18 @@ def declare(broker: dramatiq.Broker, settings: Settings) -> Actors:
     """Declare refresh_rollups, compact_rollups and audit_rollups on `broker`."""
     lazy = _LazyDatabase(settings)
 
-    def refresh_rollups() -> int:
+    # Results are logged by the use case, not returned: no result backend is configured.
+    def refresh_rollups() -> None:
         """Fold new raw events into the rollups (skips if another pass runs)."""
-        return rollup.refresh(lazy.get(), settings).events
+        rollup.refresh(lazy.get(), settings)
 
-    def compact_rollups() -> int:
+    def compact_rollups() -> None:
         """Apply the retention policy."""
-        return sum(rollup.compact(lazy.get(), settings).deleted.values())
+        rollup.compact(lazy.get(), settings)
 
-    def audit_rollups(sample: int = 200) -> int:
+    def audit_rollups(sample: int = 200) -> None:
         """Recompute sampled cells from raw and repair drift."""
-        return len(rollup.audit(lazy.get(), settings, sample=sample).drift)
+        rollup.audit(lazy.get(), settings, sample=sample)
 
     def actor(fn: Any, time_limit_ms: int) -> Any:
         return dramatiq.Actor(fn, broker=broker, actor_name=fn.__name__, queue_name=QUEUE, priority=0,

@@ -1,0 +1,197 @@
+"""Bulk loading on SQLite and PostgreSQL: upserts, rejected items by index, duplicates counted once, arrival order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from analytics_gql import loading
+from analytics_gql.errors import BadInput
+from analytics_gql.storage import ingest
+from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import authors, blogs, view_events
+
+T0 = "2025-02-01T12:00:00Z"
+T0_US = 1_738_411_200_000_000
+
+
+def load_dims(db: Database) -> None:
+    people = [{"id": "a1", "name": "Abebe", "country": "ET"}, {"id": "a2", "name": "Mei"}]
+    r = loading.ingest_records(db, "authors", people)  # type: ignore[arg-type]
+    assert (r.accepted, r.rejected) == (2, 0)
+    r = loading.ingest_records(
+        db,
+        "blogs",
+        [
+            {"id": "b1", "title": "Hello", "authorId": "a1", "country": "ET", "createdAt": "2025-01-03T10:00:00Z"},
+            {"id": "b2", "title": "World", "authorId": "a2", "createdAt": "2025-01-04T00:00:00+01:00"},
+        ],
+    )
+    assert (r.accepted, r.rejected) == (2, 0)
+
+
+def stored_views(db: Database) -> list[tuple]:  # type: ignore[type-arg]
+    with db.read() as conn:
+        q = (
+            select(view_events.c.event_id, blogs.c.external_id, view_events.c.viewer_id,
+                   view_events.c.viewer_country, view_events.c.viewed_at)
+            .join(blogs, blogs.c.id == view_events.c.blog_id)
+            .order_by(view_events.c.id)
+        )
+        return [tuple(r) for r in conn.execute(q)]
+
+
+def test_authors_and_blogs_upsert_by_client_id(db: Database) -> None:
+    load_dims(db)
+    r = loading.ingest_records(
+        db,
+        "authors",
+        [{"id": "a2", "name": "Mei Lin", "country": "TW"}, {"id": "a3", "name": "X", "country": "XX"}],
+    )
+    assert r.to_dict() == {
+        "accepted": 1, "duplicates": 0, "rejected": 1,
+        "errors": [{"index": 1, "message": "country: 'XX' is not an ISO 3166-1 alpha-2 country code"}],
+    }
+    r = loading.ingest_records(
+        db,
+        "blogs",
+        [
+            {"id": "b2", "title": "World, again", "authorId": "a1", "createdAt": "2025-01-05T00:00:00Z"},
+            {"id": "b3", "title": "Orphan", "authorId": "nobody", "createdAt": "2025-01-05T00:00:00Z"},
+            {"id": "b2", "title": "World, last", "authorId": "a1", "country": "KE", "createdAt": T0},
+        ],
+        index_base=1,
+    )
+    assert (r.accepted, r.rejected) == (2, 1)
+    assert [(e.index, e.message) for e in r.errors] == [(2, "unknown author 'nobody': load it first")]
+    with db.read() as conn:
+        got_authors = conn.execute(select(authors.c.external_id, authors.c.name, authors.c.country_code)
+                                   .order_by(authors.c.external_id)).all()
+        got_blogs = conn.execute(
+            select(blogs.c.external_id, blogs.c.title, authors.c.external_id, blogs.c.country_code, blogs.c.created_at)
+            .join(authors, authors.c.id == blogs.c.author_id).order_by(blogs.c.external_id)
+        ).all()
+    assert [tuple(a) for a in got_authors] == [("a1", "Abebe", "ET"), ("a2", "Mei Lin", "TW")]
+    assert [tuple(b) for b in got_blogs] == [
+        ("b1", "Hello", "a1", "ET", 1_735_898_400_000_000),
+        ("b2", "World, last", "a1", "KE", T0_US),
+    ]
+
+
+def test_views_keep_good_items_and_name_bad_ones(db: Database) -> None:
+    load_dims(db)
+    items: list[dict | str] = [  # type: ignore[type-arg]
+        {"eventId": "e1", "blogId": "b1", "viewerId": "u1", "viewerCountry": "KE", "viewedAt": T0},
+        {"eventId": "e2", "blogId": "nope", "viewedAt": T0},
+        '{"eventId": "e3", "blogId": "b2", "viewedAt": "2025-02-01T13:00:00+01:00"}',
+        '{"eventId": "e4", "blogId": ',
+        {"eventId": "e1", "blogId": "b2", "viewedAt": T0},  # same event id again: counted once
+        {"blogId": "b2", "viewerCountry": "ke", "viewedAt": T0},
+        {"blogId": "b1", "viewedAt": "2025-02-01T12:00:00.5Z"},
+    ]
+    r = loading.ingest_records(db, "views", items, index_base=1)
+    assert (r.accepted, r.duplicates, r.rejected) == (3, 1, 3)
+    assert [e.index for e in r.errors] == [2, 4, 6]
+    assert r.errors[0].message == "unknown blog 'nope': load the blog first"
+    assert r.errors[1].message.startswith("invalid JSON: ")
+    assert r.errors[2].message == "viewerCountry: 'ke' must be upper case (KE)"
+    assert stored_views(db) == [
+        ("e1", "b1", "u1", "KE", T0_US),
+        ("e3", "b2", None, None, T0_US),
+        (None, "b1", None, None, T0_US + 500_000),
+    ]
+    again = loading.ingest_records(db, "views", items[:1] + items[2:3])
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 2, 0)
+    assert len(stored_views(db)) == 3
+
+
+def test_view_without_time_defaults_to_now(db: Database) -> None:
+    load_dims(db)
+    before = loading.now_us()
+    r = loading.ingest_records(db, "views", [{"blogId": "b1"}])
+    after = loading.now_us()
+    assert r.accepted == 1
+    (row,) = stored_views(db)
+    assert before <= row[4] <= after
+
+
+def test_large_lists_are_chunked_and_keep_arrival_order(db: Database) -> None:
+    load_dims(db)
+    n = loading.API_CHUNK + 7
+    items: list[dict | str] = [  # type: ignore[type-arg]
+        {"eventId": f"e{i}", "blogId": "b1" if i % 3 else "b2", "viewedAt": T0} for i in range(n)
+    ]
+    items[n - 2] = {"eventId": "e5", "blogId": "b1", "viewedAt": T0}  # duplicate in the second chunk
+    r = loading.ingest_records(db, "views", items)
+    assert (r.accepted, r.duplicates, r.rejected) == (n - 1, 1, 0)
+    got = [row[0] for row in stored_views(db)]
+    assert got == [f"e{i}" for i in range(n) if i != n - 2]
+
+
+def test_unknown_kind_is_a_user_error(db: Database) -> None:
+    with pytest.raises(BadInput, match="unknown kind 'users'"):
+        loading.ingest_records(db, "users", [])
+
+
+def test_seed_is_exact_and_uses_the_same_store(db: Database) -> None:
+    assert loading.is_empty(db)
+    r = loading.seed(db, authors=5, blogs=30, views=2_500, days=10, seed=3, progress=False)
+    assert (r.accepted, r.duplicates, r.rejected) == (2_500, 0, 0)
+    assert not loading.is_empty(db)
+    with db.read() as conn:
+        assert ingest.count_views(conn) == 2_500
+        assert conn.execute(select(blogs.c.id)).all().__len__() == 30
+        early = conn.execute(
+            select(view_events.c.id).join(blogs, blogs.c.id == view_events.c.blog_id)
+            .where(view_events.c.viewed_at < blogs.c.created_at)
+        ).all()
+    assert early == []
+
+
+def test_seed_refuses_views_without_blogs(db: Database) -> None:
+    with pytest.raises(BadInput, match="--views needs at least one blog"):
+        loading.seed(db, authors=1, blogs=0, views=10, days=1, progress=False)
+
+
+def test_pg_strategies_agree(db: Database) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL write strategies")
+    load_dims(db)
+    with db.read() as conn:
+        b1 = ingest.blog_ids(conn, ["b1"])["b1"]
+    rows = [("x1", b1, None, None, T0_US), ("x2", b1, "u", "KE", T0_US), ("x1", b1, None, None, T0_US + 1),
+            (None, b1, None, None, T0_US + 2)]
+    with db.write() as conn:
+        assert ingest._pg_staging_rows(conn, rows[:1]) == 1
+    for fn in (ingest._pg_staging_rows, ingest._pg_direct_rows):
+        with db.write() as conn:
+            stored = fn(conn, rows)
+            assert stored == 2  # x1 already stored, repeated; x2 and the id-less row are new
+            conn.rollback()
+
+
+def test_pg_direct_copy_falls_back_when_a_concurrent_writer_wins(db: Database) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL only: SQLite has a single writer")
+    load_dims(db)
+    with db.read() as conn:
+        b1 = ingest.blog_ids(conn, ["b1"])["b1"]
+    result: list[int] = []
+    with db.write() as other:
+        # Uncommitted: invisible to the pre-check, so the direct COPY waits on it and then hits the unique index.
+        ingest.insert_views(other, [("race", b1, None, None, T0_US)])
+
+        def racer() -> None:
+            with db.write() as conn:
+                rows = [("race", b1, None, None, T0_US), ("calm", b1, None, None, T0_US)]
+                result.append(ingest.insert_views(conn, rows))
+
+        t = threading.Thread(target=racer)
+        t.start()
+        time.sleep(0.5)
+    t.join(timeout=30)
+    assert result == [1]
+    assert sorted(r[0] for r in stored_views(db)) == ["calm", "race"]

@@ -1,11 +1,10 @@
 """Ingest throughput: N generated views imported through loading.import_path, against bare-insert baselines.
 
-Usage: .venv/bin/python bench/ingest.py [--views 1000000] [--skip-pg] [--skip-sqlite] [--strategies]
+Usage: .venv/bin/python bench/ingest.py [--views 1000000] [--skip-pg] [--skip-sqlite]
 
 Baselines are measured in the same run on the same rows (already as Python tuples, so no parsing):
 a bare executemany into a plain unindexed SQLite table, and a bare psycopg binary COPY into an unindexed
 PostgreSQL table. The PostgreSQL runs use a throwaway database (ag_bench_ingest) created and dropped here.
-With --strategies it also times the two PostgreSQL write strategies for rows with event ids on pre-parsed rows.
 """
 
 from __future__ import annotations
@@ -89,7 +88,18 @@ def import_run(db: Database, folder: Path, n: int) -> float:
     return elapsed
 
 
-def bench_sqlite(folder: Path, rows: list, n: int) -> tuple[float, float]:
+def storage_only(db: Database, rows: list) -> float:
+    """The storage path alone (ingest.insert_views, 50k-row transactions) on pre-parsed rows, into an empty table."""
+    with db.write() as conn:
+        conn.exec_driver_sql("DELETE FROM view_events")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), 50_000):
+        with db.write() as conn:
+            ingest.insert_views(conn, rows[i : i + 50_000])
+    return time.perf_counter() - t0
+
+
+def bench_sqlite(folder: Path, rows: list, n: int) -> tuple[float, float, float]:
     base_path = folder / "baseline.db"
     con = sqlite3.connect(base_path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
@@ -107,12 +117,13 @@ def bench_sqlite(folder: Path, rows: list, n: int) -> tuple[float, float]:
     db = Database(Settings(database_url=f"sqlite:///{folder / 'import.db'}"))
     try:
         imp = import_run(db, folder, n)
+        store = storage_only(db, rows)
     finally:
         db.dispose()
-    return base, imp
+    return base, imp, store
 
 
-def bench_pg(folder: Path, rows: list, n: int, strategies: bool) -> tuple[float, float]:
+def bench_pg(folder: Path, rows: list, n: int) -> tuple[float, float, float]:
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
@@ -135,34 +146,14 @@ def bench_pg(folder: Path, rows: list, n: int, strategies: bool) -> tuple[float,
         db = Database(Settings(database_url=url))
         try:
             imp = import_run(db, folder, n)
-            if strategies:
-                compare_strategies(db, rows)
+            store = storage_only(db, rows)
         finally:
             db.dispose()
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)'))
         admin.dispose()
-    return base, imp
-
-
-def compare_strategies(db: Database, rows: list) -> None:
-    """Staging + INSERT..SELECT versus pre-checked direct COPY, on new event ids, storage layer only."""
-    with db.write() as conn:
-        conn.exec_driver_sql("TRUNCATE view_events")
-    fresh = [(f"s{e}", *rest) for e, *rest in rows]
-    for name, fn in (("staging + INSERT..SELECT", ingest._pg_staging_rows), ("pre-check + direct COPY", _direct)):
-        t0 = time.perf_counter()
-        for i in range(0, len(fresh), 50_000):
-            with db.write() as conn:
-                fn(conn, fresh[i : i + 50_000])
-        print(f"  PostgreSQL strategy {name:<26} {rate(len(fresh), time.perf_counter() - t0)}")
-        with db.write() as conn:
-            conn.exec_driver_sql("TRUNCATE view_events")
-
-
-def _direct(conn, rows):  # type: ignore[no-untyped-def]
-    return ingest._pg_direct_rows(conn, rows)
+    return base, imp, store
 
 
 def main() -> None:
@@ -170,7 +161,6 @@ def main() -> None:
     p.add_argument("--views", type=int, default=1_000_000)
     p.add_argument("--skip-pg", action="store_true")
     p.add_argument("--skip-sqlite", action="store_true")
-    p.add_argument("--strategies", action="store_true")
     args = p.parse_args()
     n = args.views
     with tempfile.TemporaryDirectory(prefix="ag_bench_") as tmp:
@@ -181,14 +171,15 @@ def main() -> None:
         print(f"generated {n:,} views ({size / 1e6:.0f} MB NDJSON) in {time.perf_counter() - t0:.1f} s")
         report = []
         if not args.skip_sqlite:
-            base, imp = bench_sqlite(folder, rows, n)
-            report.append(("SQLite", "bare executemany, plain table", base, imp))
+            base, imp, store = bench_sqlite(folder, rows, n)
+            report.append(("SQLite", "bare executemany, plain table", base, imp, store))
         if not args.skip_pg:
-            base, imp = bench_pg(folder, rows, n, args.strategies)
-            report.append(("PostgreSQL", "bare binary COPY, unindexed table", base, imp))
+            base, imp, store = bench_pg(folder, rows, n)
+            report.append(("PostgreSQL", "bare binary COPY, unindexed table", base, imp, store))
         print()
-        for dbname, what, base, imp in report:
+        for dbname, what, base, imp, store in report:
             print(f"{dbname:<10} baseline {what:<34} {rate(n, base)}")
+            print(f"{dbname:<10} storage only (indexed view_events)        {rate(n, store)}  ratio {base / store:.0%}")
             print(f"{dbname:<10} import_path (parse+validate+store)        {rate(n, imp)}  ratio {base / imp:.0%}")
 
 

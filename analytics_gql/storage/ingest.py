@@ -127,8 +127,10 @@ def _insert_views_sqlite(conn: Connection, rows: Sequence[ViewRow]) -> int:
 
 def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow]) -> int:
     if any(r[0] is not None for r in rows):
-        # Measured (bench/ingest.py --strategies): the pre-check + direct COPY beats staging + INSERT .. SELECT.
-        return _pg_direct_rows(conn, rows)
+        # Staging + ON CONFLICT, not "pre-check ids, COPY directly": the pre-check was ~25% faster at 200k rows,
+        # but its `event_id = ANY(50k ids)` query was planned as a sequential scan on a freshly grown table and
+        # ran into the statement timeout at 1M rows (docs/BENCHMARKS.md). ON CONFLICT always probes the index.
+        return _pg_staging_rows(conn, rows)
     # No event ids means nothing can conflict: COPY straight into the table.
     return _pg_copy(conn, rows)
 
@@ -166,30 +168,3 @@ def _pg_staging_rows(conn: Connection, rows: Sequence[ViewRow]) -> int:
         # Emptied now (not only at commit) so a second call in the same transaction starts clean.
         cur.execute("TRUNCATE ingest_views_staging")
         return stored
-
-
-def _pg_direct_rows(conn: Connection, rows: Sequence[ViewRow]) -> int:
-    """Drop event ids already stored (one query) or repeated, COPY the rest directly; staging on a race."""
-    import psycopg
-
-    with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-        ids = [r[0] for r in rows if r[0] is not None]
-        cur.execute("SELECT event_id FROM view_events WHERE event_id = ANY(%s)", (ids,))
-        seen = {e for (e,) in cur.fetchall()}
-        fresh = []
-        for r in rows:
-            e = r[0]
-            if e is not None:
-                if e in seen:
-                    continue
-                seen.add(e)
-            fresh.append(r)
-        cur.execute("SAVEPOINT ingest_copy")
-        try:
-            n = _pg_copy(conn, fresh)
-        except psycopg.errors.UniqueViolation:
-            # A concurrent writer stored one of these ids after our check: let ON CONFLICT sort it out.
-            cur.execute("ROLLBACK TO SAVEPOINT ingest_copy")
-            return _pg_staging_rows(conn, rows)
-        cur.execute("RELEASE SAVEPOINT ingest_copy")
-        return n

@@ -156,9 +156,9 @@ def test_seed_refuses_views_without_blogs(db: Database) -> None:
         loading.seed(db, authors=1, blogs=0, views=10, days=1, progress=False)
 
 
-def test_pg_strategies_agree(db: Database) -> None:
+def test_pg_staging_skips_stored_and_repeated_ids(db: Database) -> None:
     if db.sqlite:
-        pytest.skip("PostgreSQL write strategies")
+        pytest.skip("PostgreSQL staging path")
     load_dims(db)
     with db.read() as conn:
         b1 = ingest.blog_ids(conn, ["b1"])["b1"]
@@ -166,14 +166,13 @@ def test_pg_strategies_agree(db: Database) -> None:
             (None, b1, None, None, T0_US + 2)]
     with db.write() as conn:
         assert ingest._pg_staging_rows(conn, rows[:1]) == 1
-    for fn in (ingest._pg_staging_rows, ingest._pg_direct_rows):
-        with db.write() as conn:
-            stored = fn(conn, rows)
-            assert stored == 2  # x1 already stored, repeated; x2 and the id-less row are new
-            conn.rollback()
+    with db.write() as conn:
+        assert ingest.insert_views(conn, rows) == 2  # x1 already stored, then repeated; x2 and the id-less row new
+        assert ingest.insert_views(conn, rows) == 1  # a second call in one transaction: only the id-less row
 
 
-def test_pg_direct_copy_falls_back_when_a_concurrent_writer_wins(db: Database) -> None:
+
+def test_pg_concurrent_writer_of_the_same_event_id_wins_once(db: Database) -> None:
     if db.sqlite:
         pytest.skip("PostgreSQL only: SQLite has a single writer")
     load_dims(db)
@@ -181,7 +180,7 @@ def test_pg_direct_copy_falls_back_when_a_concurrent_writer_wins(db: Database) -
         b1 = ingest.blog_ids(conn, ["b1"])["b1"]
     result: list[int] = []
     with db.write() as other:
-        # Uncommitted: invisible to the pre-check, so the direct COPY waits on it and then hits the unique index.
+        # Uncommitted: the racer's ON CONFLICT waits for this transaction, then skips the id it committed.
         ingest.insert_views(other, [("race", b1, None, None, T0_US)])
 
         def racer() -> None:

@@ -108,6 +108,8 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             low = state.watermark
             high = min(target, low + settings.rollup_chunk)
             if high > low:
+                if not db.sqlite:
+                    store.pg_tune_pass(conn)
                 if progress is not None and result.chunks == 0:
                     _progress_total(progress, target - low)
                 result.events += store.fold(conn, zone, low, high)

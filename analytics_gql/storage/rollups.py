@@ -174,6 +174,18 @@ def pg_pass_lock(conn: Connection, *, wait: bool) -> bool:
 # ---------------------------------------------------------------- folding
 
 
+def pg_tune_pass(conn: Connection) -> None:
+    """PostgreSQL: settings for this pass transaction only.
+
+    work_mem: the chunk's hash aggregates and key-order sorts stay in memory instead of spilling.
+    synchronous_commit off: a crash may lose the last pass, but its upserts and watermark move are lost together
+    (one transaction), so the next pass simply redoes it: exactness is unaffected, commit latency is saved.
+    """
+    conn.execute(text("SET LOCAL work_mem = '256MB'"))
+    conn.execute(text("SET LOCAL synchronous_commit = off"))
+
+
+
 def _offset_case(zone: ZoneInfo, lo_us: int, hi_us: int) -> str:
     """SQL for the UTC offset (us) in force at `viewed_at`, valid for viewed_at in [lo_us, hi_us).
 
@@ -225,6 +237,8 @@ def _upsert(conn: Connection, grain: Grain, select_sql: str) -> None:
     conn.execute(text(
         f"INSERT INTO {table} (bucket, blog_id, viewer_country, views) "
         f"SELECT bucket, blog_id, viewer_country, views FROM ({select_sql}) s WHERE true "
+        # Key order: B-tree appends and neighbouring updates instead of random page touches (2-3x on PostgreSQL).
+        "ORDER BY bucket, blog_id, viewer_country "
         f"ON CONFLICT (bucket, blog_id, viewer_country) DO UPDATE SET views = {table}.views + excluded.views"
     ))
 

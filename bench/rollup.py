@@ -1,0 +1,160 @@
+"""Benchmark: fold N new raw events into all five grains vs a bare GROUP BY over the same rows (same run).
+
+    .venv/bin/python bench/rollup.py                       # 1M and 5M events, SQLite and PostgreSQL
+    .venv/bin/python bench/rollup.py --events 200000 --db sqlite
+
+PostgreSQL uses a throw-away database it creates and drops (ANALYTICS_BENCH_PG_URL, default the local server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, func, select, text
+
+from analytics_gql import rollup
+from analytics_gql.domain.calendar import DAY_US, HOUR_US
+from analytics_gql.settings import Settings
+from analytics_gql.storage import schema
+from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import rollups, view_events
+
+PG_ADMIN = os.environ.get("ANALYTICS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+COUNTRIES = ["US", "IN", "GB", "DE", "BR", "FR", "JP", "KE", "NG", "CA", "AU", "ES", "IT", "MX", "ID", None]
+ZONE = "America/New_York"  # DST: exercises the per-segment offset CASE
+
+
+def synthetic(n: int, seed: int, now_us: int) -> Iterator[tuple[int, str | None, int]]:
+    """Skewed blog popularity (log-uniform over 2,000 blogs), daily/weekly seasonality, 365 days back."""
+    r = random.Random(seed)
+    weights = [1.0 + 0.6 * math.sin(2 * math.pi * (h - 9) / 24) for h in range(24)]
+    hours = r.choices(range(24), weights=weights, k=4096)
+    for i in range(n):
+        blog = int(2000 ** r.random())
+        day = int(365 * r.random() ** 1.3)  # more recent days see more views
+        if (now_us // DAY_US - day) % 7 in (2, 3) and r.random() < 0.3:  # quieter weekends
+            day = (day + 2) % 365
+        at = now_us - day * DAY_US - hours[i & 4095] * HOUR_US - r.randrange(HOUR_US)
+        yield blog, r.choice(COUNTRIES), at
+
+
+def load(db: Database, n: int, seed: int) -> float:
+    """Insert n events (COPY on PostgreSQL, executemany on SQLite); seconds taken."""
+    now = 1_767_225_600_000_000  # 2026-01-01, fixed so runs compare
+    t0 = time.perf_counter()
+    rows = synthetic(n, seed, now)
+    if db.sqlite:
+        with db.write() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.executemany("INSERT INTO view_events (blog_id, viewer_country, viewed_at) VALUES (?, ?, ?)", rows)
+    else:
+        raw = db.engine.raw_connection()
+        try:
+            copy_sql = "COPY view_events (blog_id, viewer_country, viewed_at) FROM STDIN"
+            with raw.cursor() as cur, cur.copy(copy_sql) as cp:
+                for row in rows:
+                    cp.write_row(row)
+            raw.commit()
+        finally:
+            raw.close()
+    with db.engine.connect() as conn:
+        if not db.sqlite:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE view_events"))
+        else:
+            conn.execute(text("ANALYZE"))
+    return time.perf_counter() - t0
+
+
+def bare_group_by(db: Database) -> float:
+    """The baseline: one GROUP BY (hour, blog, country) over the same raw rows, counted server-side."""
+    sql = (f"SELECT count(*) FROM (SELECT viewed_at / {HOUR_US}, blog_id, viewer_country, count(*) "
+           "FROM view_events GROUP BY 1, 2, 3) s")
+    best = math.inf
+    for _ in range(2):  # warm cache, take the better run
+        with db.read() as conn:
+            t0 = time.perf_counter()
+            conn.execute(text(sql)).scalar()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@contextmanager
+def database(kind: str) -> Iterator[Database]:
+    """A migrated throw-away database (a temp SQLite file, or a PostgreSQL database created and dropped)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            db = Database(Settings(database_url=f"sqlite:///{d}/bench.db", timezone=ZONE))
+            schema.upgrade(db)
+            try:
+                yield db
+            finally:
+                db.dispose()
+        return
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"ag_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    db = Database(Settings(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, timezone=ZONE,
+                           statement_timeout_ms=0))
+    try:
+        schema.upgrade(db)
+        yield db
+    finally:
+        db.dispose()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(kind: str, n: int, chunk: int, incremental: int) -> None:
+    with database(kind) as db:
+        s = db.settings.model_copy(update={"rollup_chunk": chunk})
+        load_s = load(db, n, seed=n)
+        base = bare_group_by(db)
+        t0 = time.perf_counter()
+        r = rollup.catch_up(db, s, progress=False, quiet=True)
+        fold_s = time.perf_counter() - t0
+        assert r.events == n, r
+        print(f"{kind:10} {n:>10,} events  load {load_s:6.1f} s | bare GROUP BY {base:6.2f} s | "
+              f"pass (5 grains, chunk {chunk:,}) {fold_s:6.2f} s = {n / fold_s:>9,.0f} events/s, "
+              f"ratio {fold_s / base:4.2f}x")
+        with db.read() as conn:
+            counts = {g.value: conn.execute(select(func.count()).select_from(t)).scalar() or 0
+                      for g, t in rollups.items()}
+            raw = conn.execute(select(func.count()).select_from(view_events)).scalar() or 0
+        print("           rows per grain: " + ", ".join(
+            f"{g} {c:,} ({raw / c:,.1f}x)" for g, c in counts.items() if c))
+        if incremental:
+            load(db, incremental, seed=n + 1)
+            t0 = time.perf_counter()
+            rollup.catch_up(db, s, progress=False, quiet=True)
+            inc = time.perf_counter() - t0
+            print(f"           incremental pass of {incremental:,} new events on top: {inc:.2f} s (P2 target "
+                  f"{'1.5' if kind == 'postgresql' else '2'} s)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    p.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    p.add_argument("--chunk", type=int, default=Settings().rollup_chunk, help="events per pass transaction")
+    p.add_argument("--incremental", type=int, default=50_000, help="then fold this many new events (P2)")
+    a = p.parse_args()
+    kinds = ["sqlite", "postgresql"] if a.db == "both" else [a.db]
+    print(f"zone {ZONE}; target: pass <= 3x the bare GROUP BY")
+    for n in a.events:
+        for kind in kinds:
+            run(kind, n, a.chunk, a.incremental)
+
+
+if __name__ == "__main__":
+    main()

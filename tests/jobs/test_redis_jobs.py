@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import missing_service
 from jobs_helpers import PrivateRedis, cli, stop, wait_caught_up
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "db"))
@@ -35,6 +37,8 @@ def events(r: random.Random, n: int) -> list[tuple[int, str | None, int]]:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A redis-server on a port of our own: the shared server is never killed or frozen."""
+    if shutil.which("redis-server") is None:
+        missing_service("a redis-server binary (to run a private Redis we may kill and freeze)")
     srv = PrivateRedis(tmp_path)
     srv.start()
     try:

@@ -215,6 +215,8 @@ class CompactReport:
 
 def compact(db: Database, settings: Settings, *, now_us: int | None = None) -> CompactReport:
     """Apply the retention policy: delete what is folded in and past its horizon, record the horizons."""
+    # Opt-in (ANALYTICS_RETENTION unset keeps everything). A production example:
+    # ANALYTICS_RETENTION="raw=400d,hour=1095d": raw events 400 days, hours 3 years, day and coarser forever.
     report = CompactReport()
     policy = settings.retention_days
     now = store.now_us() if now_us is None else now_us

@@ -39,7 +39,7 @@ def test_instant_forms_are_exact() -> None:
 @given(st.integers(min_value=MIN_US, max_value=MAX_US - 1), st.integers(min_value=-23 * 60, max_value=23 * 60))
 def test_instant_round_trips_any_offset(us: int, offset_min: int) -> None:
     tz = dt.timezone(dt.timedelta(minutes=offset_min))
-    t = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
+    t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
     assert parse_instant(t.astimezone(tz).isoformat()) == us
     assert parse_instant(t.isoformat().replace("+00:00", "Z")) == us
     view = parse_view({"blogId": "b", "eventId": "e", "viewerId": "v", "viewedAt": t.astimezone(tz).isoformat()}, NOW)

@@ -14,7 +14,7 @@ from analytics_gql.errors import BadInput
 US = 1_000_000
 HOUR_US = 3600 * US
 DAY_US = 86400 * US
-UTC = dt.timezone.utc
+UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 # Instants we accept: after the first local day of 1970 everywhere (keeps integer maths non-negative)

@@ -68,8 +68,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction (consistent snapshot on PostgreSQL; WAL snapshot on SQLite)."""
+        """A read transaction on one snapshot (REPEATABLE READ on PostgreSQL; a WAL snapshot on SQLite).
+
+        One snapshot matters: the watermark, the rollups and the raw tail must be read as of the same commit,
+        or a pass committing between two statements would count its events twice or not at all.
+        """
         with self.engine.connect() as conn:
+            if not self.sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             with conn.begin():
                 yield conn
 

@@ -1,0 +1,124 @@
+"""The Strawberry schema: queries (blogViews, top, performance, rollupStatus) and mutations; resolvers stay short."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+
+from analytics_gql import reports
+from analytics_gql.api.context import Context
+from analytics_gql.api.extensions import schema_extensions
+from analytics_gql.api.types import (
+    AuthorInput,
+    BlogInput,
+    BlogViewsResult,
+    Dimension,
+    Granularity,
+    IngestResult,
+    PerformanceResult,
+    RefreshResult,
+    RollupStatus,
+    TimeRange,
+    TopResult,
+    ViewFilter,
+    ViewInput,
+    author_record,
+    blog_record,
+    decode_cursor,
+    filter_to_domain,
+    granularity_to_domain,
+    range_to_domain,
+    view_record,
+)
+from analytics_gql.domain import queries as Q
+from analytics_gql.errors import BadInput
+from analytics_gql.settings import Settings
+from analytics_gql.storage import rollups as rollup_store
+
+Info = strawberry.Info[Context, None]
+MAX_ITEMS = 10_000
+
+
+def _items(items: list[object], what: str) -> None:
+    if len(items) > MAX_ITEMS:
+        raise BadInput(f"at most {MAX_ITEMS} {what} per call (got {len(items)}); split the list or use "
+                       f"POST /ingest/{what}")
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Views (and distinct blogs) per group, and per period when a granularity is "
+                                  "given. Ordered by periodStart, views descending, key.")
+    async def blog_views(self, info: Info, group_by: Dimension, granularity: Granularity | None = None,
+                         range: TimeRange | None = None, filter: ViewFilter | None = None,
+                         time_zone: str | None = None, first: int = 100, after: str | None = None) -> BlogViewsResult:
+        ctx = info.context
+        q = Q.BlogViewsQuery(
+            group_by=Q.Dimension(group_by.value), range=range_to_domain(range, time_zone, ctx.settings.timezone),
+            granularity=granularity_to_domain(granularity) if granularity is not None else None,
+            filter=filter_to_domain(filter), first=Q.check_between(first, 1, Q.MAX_PAGE, "first"),
+            offset=decode_cursor(after))
+        return BlogViewsResult.from_domain(await ctx.read(reports.blog_views, q))
+
+    @strawberry.field(description="The top `limit` groups by views (ties broken by key).")
+    async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,
+                  filter: ViewFilter | None = None, time_zone: str | None = None, limit: int = 10) -> TopResult:
+        ctx = info.context
+        q = Q.TopQuery(dimension=Q.Dimension(dimension.value),
+                       range=range_to_domain(range, time_zone, ctx.settings.timezone),
+                       filter=filter_to_domain(filter), limit=Q.check_between(limit, 1, Q.MAX_LIMIT, "limit"))
+        return TopResult.from_domain(await ctx.read(reports.top, q))
+
+    @strawberry.field(description="A dense series: every period meeting the range, with blogs created and "
+                                  "same-window growth against the previous period. At most 10,000 points.")
+    async def performance(self, info: Info, granularity: Granularity, range: TimeRange,
+                          filter: ViewFilter | None = None, author_id: strawberry.ID | None = None,
+                          time_zone: str | None = None) -> PerformanceResult:
+        ctx = info.context
+        f = filter_to_domain(filter)
+        if author_id is not None:
+            from analytics_gql.domain import filters as F
+
+            f = F.And((f, F.atom(F.Field.AUTHOR, str(author_id))))
+        q = Q.PerformanceQuery(granularity=granularity_to_domain(granularity),
+                               range=range_to_domain(range, time_zone, ctx.settings.timezone), filter=f)
+        return PerformanceResult.from_domain(await ctx.read(reports.performance, q))
+
+    @strawberry.field(description="Watermark, pending raw events, last pass and rows per rollup grain.")
+    async def rollup_status(self, info: Info) -> RollupStatus:
+        ctx = info.context
+        return RollupStatus.from_domain(await ctx.read(rollup_store.status, ctx.settings.retention_days))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Insert or update authors (scope ingest); up to 10,000 a call.")
+    async def upsert_authors(self, info: Info, authors: list[AuthorInput]) -> IngestResult:
+        _items(authors, "authors")  # type: ignore[arg-type]
+        return IngestResult.from_domain(await info.context.ingest("authors", [author_record(a) for a in authors]))
+
+    @strawberry.mutation(description="Insert or update blogs (scope ingest); up to 10,000 a call.")
+    async def upsert_blogs(self, info: Info, blogs: list[BlogInput]) -> IngestResult:
+        _items(blogs, "blogs")  # type: ignore[arg-type]
+        return IngestResult.from_domain(await info.context.ingest("blogs", [blog_record(b) for b in blogs]))
+
+    @strawberry.mutation(description="Record views (scope ingest); a view whose eventId is stored counts once.")
+    async def record_views(self, info: Info, views: list[ViewInput]) -> IngestResult:
+        _items(views, "views")  # type: ignore[arg-type]
+        return IngestResult.from_domain(await info.context.ingest("views", [view_record(v) for v in views]))
+
+    @strawberry.mutation(description="Enqueue a rollup pass (scope admin).")
+    async def refresh_rollups(self, info: Info) -> RefreshResult:
+        return RefreshResult(enqueued=await info.context.enqueue_refresh())
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    """The executable schema with the security and performance extensions for `settings`."""
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=schema_extensions(settings),
+                             config=StrawberryConfig(disable_field_suggestions=not settings.introspection))
+
+
+def sdl() -> str:
+    """The schema in SDL, as committed in schema.graphql."""
+    schema = strawberry.Schema(query=Query, mutation=Mutation)
+    return schema.as_str() + "\n"

@@ -1,0 +1,146 @@
+"""The planner: which rollup buckets, raw edges and raw tail answer a set of instant windows exactly.
+
+Each window [a, b) is split into the coarsest whole buckets that fit (year, month, week, day, hour), finer
+grains at the edges, and raw events where no bucket fits. Rollups hold exactly the events with id <= watermark,
+so rollup buckets and raw edges read ids <= watermark and one raw "tail" part reads ids > watermark over every
+window: each event is counted once per window, whatever passes run meanwhile (the read is one snapshot).
+A plan is a list of runs: output index = base + (key - lo) // step, so a long series of periods that are each one
+bucket costs one run, and cost grows with edges, not with the length of the range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval, bucket_key, from_us
+from analytics_gql.errors import RetentionError
+
+RAW = "raw"
+TAIL = "tail"
+# Finest to coarsest; the cover tries the coarsest first.
+_COVER_ORDER: tuple[Grain, ...] = (Grain.YEAR, Grain.MONTH, Grain.WEEK, Grain.DAY, Grain.HOUR)
+_STRIDE = {Grain.HOUR: 1, Grain.DAY: 1, Grain.WEEK: 7, Grain.MONTH: 1, Grain.YEAR: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Keys [lo, hi) of one source mapped to output index base + (key - lo) // step.
+
+    source is a Grain value (keys are bucket keys), "raw" (instants, ids <= watermark) or "tail" (instants,
+    ids > watermark).
+    """
+
+    source: str
+    lo: int
+    hi: int
+    base: int
+    step: int
+
+
+@dataclass
+class Plan:
+    """The runs that answer the windows, per source, and the watermark they were planned against."""
+
+    watermark: int
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+    def add(self, run: Run) -> None:
+        """Append a run, merging it into the previous run of its source when it continues it."""
+        runs = self.runs.setdefault(run.source, [])
+        if runs:
+            last = runs[-1]
+            stride = _stride(run.source)
+            if (last.hi == run.lo and last.step == run.step and run.hi - run.lo == run.step
+                    and (stride is None or last.step == stride)
+                    and run.base == last.base + (last.hi - last.lo) // last.step):
+                runs[-1] = Run(last.source, last.lo, run.hi, last.base, last.step)
+                return
+        runs.append(run)
+
+    def sources(self) -> list[str]:
+        """The sources used, coarsest grain first, then raw and tail."""
+        order = [g.value for g in reversed(GRAINS)] + [RAW, TAIL]
+        return [s for s in order if self.runs.get(s)]
+
+
+def _stride(source: str) -> int | None:
+    """Key distance between consecutive buckets of a grain (None for instant-keyed sources)."""
+    for g in GRAINS:
+        if g.value == source:
+            return _STRIDE[g]
+    return None
+
+
+def _next_key(g: Grain, k: int) -> int:
+    return k + _STRIDE[g]
+
+
+def _finest_kept(t: int, horizons: dict[str, int]) -> str:
+    """The finest grain still complete at instant t (for the retention error)."""
+    for name in [RAW] + [g.value for g in GRAINS]:
+        if horizons.get(name, 0) <= t:
+            return name
+    return Grain.YEAR.value
+
+
+def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
+           out: list[tuple[str, int, int]]) -> None:
+    """Append (source, lo, hi) pieces partitioning [a, b): coarsest whole buckets first, raw at the edges."""
+    if a >= b:
+        return
+    if level == len(_COVER_ORDER):
+        kept = horizons.get(RAW, 0)
+        if a < kept:
+            finest = _finest_kept(a, horizons)
+            raise RetentionError(
+                f"this query needs raw events from {from_us(a).isoformat()}, but retention has compacted raw events "
+                f"before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: use a "
+                f"{finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
+        out.append((RAW, a, b))
+        return
+    g = _COVER_ORDER[level]
+    k = bucket_key(g, a, rz)
+    s, _ = bucket_interval(g, k, rz)
+    if s < a:
+        k = _next_key(g, k)
+    first_start, _ = bucket_interval(g, k, rz)
+    kl = bucket_key(g, b - 1, rz)
+    _, e = bucket_interval(g, kl, rz)
+    if e > b:
+        kl -= _STRIDE[g]
+    if kl < k:
+        _cover(a, b, level + 1, rz, horizons, out)
+        return
+    _, last_end = bucket_interval(g, kl, rz)
+    kept = horizons.get(g.value, 0)
+    if first_start < kept:
+        # Buckets of this grain before its horizon are gone; the coarser grains were tried already.
+        finest = _finest_kept(first_start, horizons)
+        raise RetentionError(
+            f"this query needs {g.value.upper()} data from {from_us(first_start).isoformat()}, but retention has "
+            f"compacted it before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: "
+            f"use a {finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
+    _cover(a, first_start, level + 1, rz, horizons, out)
+    out.append((g.value, k, _next_key(g, kl)))
+    _cover(last_end, b, level + 1, rz, horizons, out)
+
+
+def plan(windows: Sequence[tuple[int, int]], *, rollup_zone: ZoneInfo | None, watermark: int,
+         horizons: dict[str, int]) -> Plan:
+    """Plan windows (output index = position): rollups + raw edges for ids <= watermark, tail for the rest."""
+    p = Plan(watermark=watermark)
+    use_rollups = rollup_zone is not None and watermark > 0
+    for i, (a, b) in enumerate(windows):
+        if a >= b or not use_rollups:
+            continue
+        assert rollup_zone is not None
+        pieces: list[tuple[str, int, int]] = []
+        _cover(a, b, 0, rollup_zone, horizons, pieces)
+        for source, lo, hi in pieces:
+            p.add(Run(source, lo, hi, i, hi - lo))
+    for i, (a, b) in enumerate(windows):
+        if a < b:
+            p.add(Run(TAIL, a, b, i, b - a))
+    return p

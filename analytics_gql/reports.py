@@ -1,0 +1,94 @@
+"""The three questions (blogViews, top, performance) answered in one read snapshot: periods, plan, results."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from analytics_gql.domain import calendar as cal
+from analytics_gql.domain.queries import (
+    MAX_POINTS,
+    BlogViewsPage,
+    BlogViewsQuery,
+    GroupRow,
+    Meta,
+    PerformanceQuery,
+    PerformanceResult,
+    Point,
+    RangeSpec,
+    TopQuery,
+    TopResult,
+    blogs_label,
+    growth,
+)
+from analytics_gql.storage import queries as store
+
+# blogViews has no point limit in the contract; this bound only keeps one request's planning finite.
+MAX_BLOGVIEWS_PERIODS = 100_000
+
+
+def _resolve(conn: Connection, ctx: store.ReadContext, spec: RangeSpec) -> tuple[int, int]:
+    data_start = store.data_start(conn, ctx) if spec.start is None else None
+    return spec.resolve(data_start=data_start, now=ctx.as_of)
+
+
+def _meta(ctx: store.ReadContext, sources: list) -> Meta:  # type: ignore[type-arg]
+    return Meta(as_of=ctx.as_of, watermark=ctx.watermark_time, sources=sources)
+
+
+def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
+    """Views and distinct blogs per group (and period), one page, ordered by period, views desc, key."""
+    ctx = store.read_context(conn)
+    start, end = _resolve(conn, ctx, q.range)
+    periods: list[cal.Period] = []
+    if q.granularity is not None and start < end:
+        g = cal.resolve_auto(q.granularity, start, end)
+        periods = cal.periods(g, start, end, q.range.zone, limit=MAX_BLOGVIEWS_PERIODS)
+        windows = [(max(p.start, start), min(p.end, end)) for p in periods]
+    else:
+        windows = [(start, end)] if start < end else []
+    agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset)
+    rows = [
+        GroupRow(key=k, label=label, period_start=periods[i].start if periods else None,
+                 period_label=periods[i].label if periods else None, blog_count=blogs, views=views)
+        for i, k, label, views, blogs in agg.rows[: q.first]
+    ]
+    has_next = len(agg.rows) > q.first
+    return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
+                         end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources))
+
+
+def top(conn: Connection, q: TopQuery) -> TopResult:
+    """The top `limit` groups by views (ties by key), with the total over all groups."""
+    ctx = store.read_context(conn)
+    start, end = _resolve(conn, ctx, q.range)
+    windows = [(start, end)] if start < end else []
+    agg = store.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit)
+    rows = [GroupRow(key=k, label=label, period_start=None, period_label=None, blog_count=blogs, views=views)
+            for _, k, label, views, blogs in agg.rows]
+    return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources))
+
+
+def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
+    """A dense series: views, blogs created and same-window growth for every period meeting the range."""
+    ctx = store.read_context(conn)
+    start, end = _resolve(conn, ctx, q.range)
+    if start >= end:
+        return PerformanceResult([], _meta(ctx, []))
+    g = cal.resolve_auto(q.granularity, start, end)
+    z = q.range.zone
+    periods = cal.periods(g, start, end, z, limit=MAX_POINTS)
+    current = [(max(p.start, start), min(p.end, end)) for p in periods]
+    previous = [cal.previous_window(p, a, b, g, z) for p, (a, b) in zip(periods, current, strict=True)]
+    agg = store.aggregate(conn, ctx, current + previous, dim=None, f=q.filter)
+    views = dict.fromkeys(range(2 * len(periods)), 0)
+    for i, _k, _label, v, _blogs in agg.rows:
+        views[i] = v
+    created = store.blogs_created(conn, current, q.filter)
+    n = len(periods)
+    points = [
+        Point(start=p.start, end=p.end, label=blogs_label(p.label, created.get(i, 0)), views=views[i],
+              blogs_created=created.get(i, 0), growth=growth(views[i], views[n + i]),
+              partial=(a, b) != (p.start, p.end))
+        for i, (p, (a, b)) in enumerate(zip(periods, current, strict=True))
+    ]
+    return PerformanceResult(points, _meta(ctx, agg.sources))

@@ -108,12 +108,24 @@ def _group_key(dim: Dimension | None, blog: str, vc: str) -> str:
             Dimension.COUNTRY: f"COALESCE(b.country_code, '{UNKNOWN_COUNTRY}')", Dimension.VIEWER_COUNTRY: vc}[dim]
 
 
+def rollup_shape(dim: Dimension | None, f: F.Filter) -> str:
+    """The smallest rollup shape that answers: by reader country (no blog attribute or blog count needed),
+    by blog (no reader country involved), else the full (blog, reader country) key."""
+    blog_level = any(F.mentions(f, fld) for fld in (F.Field.BLOG, F.Field.AUTHOR, F.Field.COUNTRY))
+    if dim is None and not blog_level:
+        return "by_country"
+    if dim is not Dimension.VIEWER_COUNTRY and not F.mentions(f, F.Field.VIEWER_COUNTRY):
+        return "by_blog"
+    return "full"
+
+
 def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params) -> tuple[list[str], list[str]]:
     """The CTEs of plan runs and the union members (src, pidx, gkey, blog_id, views) over them."""
     ctes: list[str] = []
     members: list[str] = []
     joins_b = _needs_blogs(f, dim)
     joins_a = F.mentions(f, F.Field.AUTHOR)
+    shape = rollup_shape(dim, f)
     for source in p.sources():
         runs = p.runs[source]
         cte = f"plan_{source}"
@@ -122,6 +134,14 @@ def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params) -> tu
             alias, blog, vc = "e", "e.blog_id", f"COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}')"
             table, col = "view_events", "e.viewed_at"
             ids = f"e.id {'<=' if source == RAW else '>'} {int(p.watermark)}"
+        elif shape == "by_country":
+            alias, blog, vc = "r", "NULL", "r.viewer_country"
+            table, col = f"views_{source}_by_country", "r.bucket"
+            ids = "1=1"
+        elif shape == "by_blog":
+            alias, blog, vc = "r", "r.blog_id", "NULL"
+            table, col = f"views_{source}_by_blog", "r.bucket"
+            ids = "1=1"
         else:
             alias, blog, vc = "r", "r.blog_id", "r.viewer_country"
             table, col = f"views_{source}", "r.bucket"
@@ -135,10 +155,12 @@ def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params) -> tu
         pidx = f"q.base + ({col} - q.lo) / q.step"
         gkey = _group_key(dim, blog, vc)
         measure = "COUNT(*)" if source in (RAW, TAIL) else "SUM(r.views)"
+        # Constants (the no-group key, a missing blog column) stay out of GROUP BY: PostgreSQL refuses them.
+        group_by = ", ".join([pidx] + ([gkey] if dim is not None else []) + ([blog] if blog != "NULL" else []))
         members.append(
             f"SELECT '{source}' AS src, {pidx} AS pidx, {gkey} AS gkey, {blog} AS blog_id, {measure} AS views "
             f"FROM {cte} q JOIN {table} {alias} ON {col} >= q.lo AND {col} < q.hi{joins} "
-            f"WHERE {ids} AND {where} GROUP BY {pidx}, {gkey + ', ' if dim is not None else ''}{blog}")
+            f"WHERE {ids} AND {where} GROUP BY {group_by}")
     return ctes, members
 
 

@@ -14,7 +14,15 @@ from sqlalchemy import Connection, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
 from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
-from analytics_gql.storage.tables import UNKNOWN_COUNTRY, rollup_horizons, rollup_state, rollups, view_events
+from analytics_gql.storage.tables import (
+    UNKNOWN_COUNTRY,
+    rollup_horizons,
+    rollup_state,
+    rollups,
+    rollups_by_blog,
+    rollups_by_country,
+    view_events,
+)
 
 STATE_ID = 1
 # Arbitrary but fixed: every process folding into this database serialises on this advisory lock key.
@@ -241,6 +249,14 @@ def _upsert(conn: Connection, grain: Grain, select_sql: str) -> None:
         "ORDER BY bucket, blog_id, viewer_country "
         f"ON CONFLICT (bucket, blog_id, viewer_country) DO UPDATE SET views = {table}.views + excluded.views"
     ))
+    # The narrow shapes get the same delta summed over the dropped key, in the same transaction.
+    for narrow, key in ((rollups_by_blog[grain], "blog_id"), (rollups_by_country[grain], "viewer_country")):
+        conn.execute(text(
+            f"INSERT INTO {narrow.name} (bucket, {key}, views) "
+            f"SELECT bucket, {key}, sum(views) FROM ({select_sql}) s WHERE true GROUP BY bucket, {key} "
+            f"ORDER BY bucket, {key} "
+            f"ON CONFLICT (bucket, {key}) DO UPDATE SET views = {narrow.name}.views + excluded.views"
+        ))
 
 
 def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
@@ -280,7 +296,7 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
 
 def truncate_rollups(conn: Connection) -> None:
     """Empty the five grains and forget their horizons (a rebuild recomputes them from raw)."""
-    for t in rollups.values():
+    for t in [*rollups.values(), *rollups_by_blog.values(), *rollups_by_country.values()]:
         conn.execute(t.delete())
     conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
 
@@ -319,6 +335,8 @@ def compact_grain(conn: Connection, grain: Grain, cutoff_us: int, zone: ZoneInfo
     first_kept = bucket_key(grain, cutoff_us, zone)
     table = rollups[grain]
     deleted = conn.execute(table.delete().where(table.c.bucket < first_kept)).rowcount
+    for narrow in (rollups_by_blog[grain], rollups_by_country[grain]):
+        conn.execute(narrow.delete().where(narrow.c.bucket < first_kept))
     _set_horizon(conn, grain.value, bucket_interval(grain, first_kept, zone)[0])
     return int(deleted or 0)
 
@@ -408,6 +426,13 @@ def set_cell(conn: Connection, cell: Cell, views: int) -> None:
     if views:
         conn.execute(insert(t).values(bucket=cell.bucket, blog_id=cell.blog_id, viewer_country=cell.viewer_country,
                                       views=views))
+    # Keep the narrow shapes equal to the sums of the full shape over the repaired cell's keys.
+    for narrow, key, value in ((rollups_by_blog[cell.grain], "blog_id", cell.blog_id),
+                               (rollups_by_country[cell.grain], "viewer_country", cell.viewer_country)):
+        conn.execute(narrow.delete().where((narrow.c.bucket == cell.bucket) & (narrow.c[key] == value)))
+        conn.execute(text(
+            f"INSERT INTO {narrow.name} (bucket, {key}, views) SELECT bucket, {key}, SUM(views) FROM {t.name} "
+            f"WHERE bucket = :b AND {key} = :v GROUP BY bucket, {key}"), {"b": cell.bucket, "v": value})
 
 
 def record_audit(conn: Connection, at_us: int) -> None:

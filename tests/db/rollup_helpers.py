@@ -9,7 +9,14 @@ from sqlalchemy import Connection, delete, insert, select, text
 
 from analytics_gql.domain.calendar import GRAINS, Grain, bucket_key
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import rollup_horizons, rollup_state, rollups, view_events
+from analytics_gql.storage.tables import (
+    rollup_horizons,
+    rollup_state,
+    rollups,
+    rollups_by_blog,
+    rollups_by_country,
+    view_events,
+)
 
 Event = tuple[int, str | None, int]  # blog_id, viewer_country, viewed_at
 
@@ -25,7 +32,8 @@ def add_events(db: Database, events: list[Event]) -> None:
 def reset(db: Database) -> None:
     """Empty raw events, rollups and bookkeeping (between Hypothesis examples on one database)."""
     with db.write() as conn:
-        for t in (view_events, rollup_state, rollup_horizons, *rollups.values()):
+        for t in (view_events, rollup_state, rollup_horizons, *rollups.values(), *rollups_by_blog.values(),
+                  *rollups_by_country.values()):
             conn.execute(delete(t))
 
 
@@ -65,6 +73,19 @@ def assert_exact(db: Database, zone: str) -> None:
     for g in GRAINS:
         extra, missing = sorted((got[g] - want[g]).items())[:5], sorted((want[g] - got[g]).items())[:5]
         assert got[g] == want[g], f"{g}: extra {extra}, missing {missing}"
+    # The narrow shapes equal the independent counts summed over the dropped key.
+    with db.read() as conn:
+        for g in GRAINS:
+            by_blog: Counter[tuple[int, int]] = Counter()
+            by_country: Counter[tuple[int, str]] = Counter()
+            for (b, blog, c), v in want[g].items():
+                by_blog[(b, blog)] += v
+                by_country[(b, c)] += v
+            tb, tc = rollups_by_blog[g], rollups_by_country[g]
+            assert Counter({(b, k): v for b, k, v in conn.execute(select(tb.c.bucket, tb.c.blog_id, tb.c.views))}) \
+                == by_blog, f"{g} by blog"
+            assert Counter({(b, k): v for b, k, v in conn.execute(
+                select(tc.c.bucket, tc.c.viewer_country, tc.c.views))}) == by_country, f"{g} by country"
 
 
 def bulk_events(db: Database, n: int, *, base: int = 788_918_400_000_000) -> None:

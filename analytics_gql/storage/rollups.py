@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, func, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Table, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
 from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
@@ -427,12 +427,14 @@ def set_cell(conn: Connection, cell: Cell, views: int) -> None:
         conn.execute(insert(t).values(bucket=cell.bucket, blog_id=cell.blog_id, viewer_country=cell.viewer_country,
                                       views=views))
     # Keep the narrow shapes equal to the sums of the full shape over the repaired cell's keys.
-    for narrow, key, value in ((rollups_by_blog[cell.grain], "blog_id", cell.blog_id),
-                               (rollups_by_country[cell.grain], "viewer_country", cell.viewer_country)):
-        conn.execute(narrow.delete().where((narrow.c.bucket == cell.bucket) & (narrow.c[key] == value)))
+    narrow_keys: tuple[tuple[Table, str, int | str], ...] = (
+        (rollups_by_blog[cell.grain], "blog_id", cell.blog_id),
+        (rollups_by_country[cell.grain], "viewer_country", cell.viewer_country))
+    for narrow, col, value in narrow_keys:
+        conn.execute(narrow.delete().where((narrow.c.bucket == cell.bucket) & (narrow.c[col] == value)))
         conn.execute(text(
-            f"INSERT INTO {narrow.name} (bucket, {key}, views) SELECT bucket, {key}, SUM(views) FROM {t.name} "
-            f"WHERE bucket = :b AND {key} = :v GROUP BY bucket, {key}"), {"b": cell.bucket, "v": value})
+            f"INSERT INTO {narrow.name} (bucket, {col}, views) SELECT bucket, {col}, SUM(views) FROM {t.name} "
+            f"WHERE bucket = :b AND {col} = :v GROUP BY bucket, {col}"), {"b": cell.bucket, "v": value})
 
 
 def record_audit(conn: Connection, at_us: int) -> None:

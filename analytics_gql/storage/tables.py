@@ -6,6 +6,8 @@ bucketed with plain integer arithmetic that SQLite and PostgreSQL evaluate ident
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.types import TypeEngine
 
 from analytics_gql.domain.calendar import GRAINS, Grain
 
@@ -92,7 +95,7 @@ def _rollup(grain: Grain) -> Table:
 rollups: dict[Grain, Table] = {g: _rollup(g) for g in GRAINS}
 
 
-def _narrow(grain: Grain, key: str, key_type: Integer | String) -> Table:
+def _narrow(grain: Grain, key: str, key_type: TypeEngine[Any]) -> Table:
     return Table(
         f"views_{grain.value}_by_{key.removesuffix('_id').removeprefix('viewer_')}",
         metadata,

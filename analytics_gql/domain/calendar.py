@@ -243,6 +243,12 @@ def periods(g: Granularity, start_us: int, end_us: int, z: ZoneInfo, *, limit: i
     if (end_us - start_us) // _APPROX_US[g] > limit + 2:
         raise TooManyPoints(f"this range has more than {limit} {g.value.lower()} periods; the limit is {limit} "
                             "points: narrow the range or use a coarser granularity")
+    if g is Granularity.HOUR:
+        hours = _hour_periods(start_us, end_us, z)
+        if len(hours) > limit:
+            raise TooManyPoints(f"this range has {len(hours)} hour periods; the limit is {limit} points: narrow "
+                                "the range or use a coarser granularity")
+        return hours
     out: list[Period] = []
     t = start_us
     while t < end_us:
@@ -252,6 +258,22 @@ def periods(g: Granularity, start_us: int, end_us: int, z: ZoneInfo, *, limit: i
             raise TooManyPoints(f"this range has more than {limit} {g.value.lower()} periods; the limit is "
                                 f"{limit} points: narrow the range or use a coarser granularity")
         t = p.end
+    return out
+
+
+def _hour_periods(start_us: int, end_us: int, z: ZoneInfo) -> list[Period]:
+    """HOUR periods meeting [start_us, end_us): per constant-offset segment, the instants where the local wall
+    clock shows :00, clipped at offset changes (the same periods as period_at, without a zone lookup per hour)."""
+    segs = offset_segments(z, start_us - HOUR_US, end_us)
+    out: list[Period] = []
+    for i, (s0, off) in enumerate(segs):
+        s1 = segs[i + 1][0] if i + 1 < len(segs) else end_us
+        t = s0 - ((s0 + off) % HOUR_US)
+        while t < s1:
+            ps, pe = max(t, s0), min(t + HOUR_US, s1) if i + 1 < len(segs) else t + HOUR_US
+            if pe > start_us and ps < end_us:
+                out.append(Period(ps, pe, from_us(ps + off).strftime("%Y-%m-%dT%H:00")))
+            t += HOUR_US
     return out
 
 

@@ -105,6 +105,7 @@ def bucket_key(grain: Grain, us: int, z: ZoneInfo) -> int:
     return d.year
 
 
+@lru_cache(maxsize=65536)
 def bucket_interval(grain: Grain, key: int, z: ZoneInfo) -> tuple[int, int]:
     """The half-open instant interval [start, end) of a rollup bucket."""
     if grain is Grain.HOUR:

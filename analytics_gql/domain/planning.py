@@ -14,13 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval, bucket_key, from_us
+from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, from_us
 from analytics_gql.errors import RetentionError
 
 RAW = "raw"
 TAIL = "tail"
 # Finest to coarsest; the cover tries the coarsest first.
 _COVER_ORDER: tuple[Grain, ...] = (Grain.YEAR, Grain.MONTH, Grain.WEEK, Grain.DAY, Grain.HOUR)
+# The shortest a bucket of each grain can be (DST days have 23 hours), to skip grains that cannot fit.
+_MIN_LEN = {Grain.HOUR: HOUR_US, Grain.DAY: 23 * HOUR_US, Grain.WEEK: 7 * DAY_US - 2 * HOUR_US,
+            Grain.MONTH: 28 * DAY_US - 2 * HOUR_US, Grain.YEAR: 365 * DAY_US - 2 * HOUR_US}
 _STRIDE = {Grain.HOUR: 1, Grain.DAY: 1, Grain.WEEK: 7, Grain.MONTH: 1, Grain.YEAR: 1}
 
 
@@ -51,9 +54,9 @@ class Plan:
         runs = self.runs.setdefault(run.source, [])
         if runs:
             last = runs[-1]
-            stride = _stride(run.source)
-            if (last.hi == run.lo and last.step == run.step and run.hi - run.lo == run.step
-                    and (stride is None or last.step == stride)
+            # Same step, adjacent keys, whole steps, consecutive indexes: one run maps both exactly.
+            if (last.hi == run.lo and last.step == run.step and (run.hi - run.lo) % run.step == 0
+                    and (last.hi - last.lo) % last.step == 0
                     and run.base == last.base + (last.hi - last.lo) // last.step):
                 runs[-1] = Run(last.source, last.lo, run.hi, last.base, last.step)
                 return
@@ -63,14 +66,6 @@ class Plan:
         """The sources used, coarsest grain first, then raw and tail."""
         order = [g.value for g in reversed(GRAINS)] + [RAW, TAIL]
         return [s for s in order if self.runs.get(s)]
-
-
-def _stride(source: str) -> int | None:
-    """Key distance between consecutive buckets of a grain (None for instant-keyed sources)."""
-    for g in GRAINS:
-        if g.value == source:
-            return _STRIDE[g]
-    return None
 
 
 def _next_key(g: Grain, k: int) -> int:
@@ -101,6 +96,9 @@ def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
         out.append((RAW, a, b))
         return
     g = _COVER_ORDER[level]
+    if b - a < _MIN_LEN[g]:
+        _cover(a, b, level + 1, rz, horizons, out)  # too short to hold a whole bucket of this grain
+        return
     k = bucket_key(g, a, rz)
     s, _ = bucket_interval(g, k, rz)
     if s < a:

@@ -21,6 +21,7 @@ from analytics_gql.storage.tables import (
     rollups,
     rollups_by_blog,
     rollups_by_country,
+    rollups_total,
     view_events,
 )
 
@@ -257,6 +258,11 @@ def _upsert(conn: Connection, grain: Grain, select_sql: str) -> None:
             f"ORDER BY bucket, {key} "
             f"ON CONFLICT (bucket, {key}) DO UPDATE SET views = {narrow.name}.views + excluded.views"
         ))
+    total = rollups_total[grain].name
+    conn.execute(text(
+        f"INSERT INTO {total} (bucket, views) SELECT bucket, sum(views) FROM ({select_sql}) s WHERE true "
+        f"GROUP BY bucket ORDER BY bucket ON CONFLICT (bucket) DO UPDATE SET views = {total}.views + excluded.views"
+    ))
 
 
 def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
@@ -296,7 +302,7 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
 
 def truncate_rollups(conn: Connection) -> None:
     """Empty the five grains and forget their horizons (a rebuild recomputes them from raw)."""
-    for t in [*rollups.values(), *rollups_by_blog.values(), *rollups_by_country.values()]:
+    for t in [*rollups.values(), *rollups_by_blog.values(), *rollups_by_country.values(), *rollups_total.values()]:
         conn.execute(t.delete())
     conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
 
@@ -335,7 +341,7 @@ def compact_grain(conn: Connection, grain: Grain, cutoff_us: int, zone: ZoneInfo
     first_kept = bucket_key(grain, cutoff_us, zone)
     table = rollups[grain]
     deleted = conn.execute(table.delete().where(table.c.bucket < first_kept)).rowcount
-    for narrow in (rollups_by_blog[grain], rollups_by_country[grain]):
+    for narrow in (rollups_by_blog[grain], rollups_by_country[grain], rollups_total[grain]):
         conn.execute(narrow.delete().where(narrow.c.bucket < first_kept))
     _set_horizon(conn, grain.value, bucket_interval(grain, first_kept, zone)[0])
     return int(deleted or 0)
@@ -435,6 +441,10 @@ def set_cell(conn: Connection, cell: Cell, views: int) -> None:
         conn.execute(text(
             f"INSERT INTO {narrow.name} (bucket, {col}, views) SELECT bucket, {col}, SUM(views) FROM {t.name} "
             f"WHERE bucket = :b AND {col} = :v GROUP BY bucket, {col}"), {"b": cell.bucket, "v": value})
+    tot = rollups_total[cell.grain]
+    conn.execute(tot.delete().where(tot.c.bucket == cell.bucket))
+    conn.execute(text(f"INSERT INTO {tot.name} (bucket, views) SELECT bucket, SUM(views) FROM {t.name} "
+                      "WHERE bucket = :b GROUP BY bucket"), {"b": cell.bucket})
 
 
 def record_audit(conn: Connection, at_us: int) -> None:

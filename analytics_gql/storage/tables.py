@@ -111,6 +111,12 @@ def _narrow(grain: Grain, key: str, key_type: TypeEngine[Any]) -> Table:
 # country when neither blog attributes nor distinct blog counts are needed (performance series).
 rollups_by_blog: dict[Grain, Table] = {g: _narrow(g, "blog_id", Integer()) for g in GRAINS}
 rollups_by_country: dict[Grain, Table] = {g: _narrow(g, "viewer_country", String(2)) for g in GRAINS}
+# Totals per bucket: an unfiltered series (performance without a filter) reads one row per bucket.
+rollups_total: dict[Grain, Table] = {
+    g: Table(f"views_{g.value}_total", metadata, Column("bucket", Integer, primary_key=True, autoincrement=False),
+             Column("views", BigInteger, nullable=False))
+    for g in GRAINS
+}
 
 # One row (id = 1): the watermark (last raw id folded in), the zone the local grains were built in, bookkeeping.
 rollup_state = Table(

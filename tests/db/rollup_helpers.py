@@ -15,6 +15,7 @@ from analytics_gql.storage.tables import (
     rollups,
     rollups_by_blog,
     rollups_by_country,
+    rollups_total,
     view_events,
 )
 
@@ -33,7 +34,7 @@ def reset(db: Database) -> None:
     """Empty raw events, rollups and bookkeeping (between Hypothesis examples on one database)."""
     with db.write() as conn:
         for t in (view_events, rollup_state, rollup_horizons, *rollups.values(), *rollups_by_blog.values(),
-                  *rollups_by_country.values()):
+                  *rollups_by_country.values(), *rollups_total.values()):
             conn.execute(delete(t))
 
 
@@ -86,6 +87,11 @@ def assert_exact(db: Database, zone: str) -> None:
                 == by_blog, f"{g} by blog"
             assert Counter({(b, k): v for b, k, v in conn.execute(
                 select(tc.c.bucket, tc.c.viewer_country, tc.c.views))}) == by_country, f"{g} by country"
+            totals: Counter[int] = Counter()
+            for (b, _blog, _c), v in want[g].items():
+                totals[b] += v
+            tt = rollups_total[g]
+            assert Counter(dict(conn.execute(select(tt.c.bucket, tt.c.views)).all())) == totals, f"{g} totals"
 
 
 def bulk_events(db: Database, n: int, *, base: int = 788_918_400_000_000) -> None:

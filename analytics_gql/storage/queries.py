@@ -51,7 +51,9 @@ def data_start(conn: Connection, ctx: ReadContext) -> int | None:
     """The first instant with data (raw events, or the oldest rollup bucket when raw was compacted)."""
     first = conn.execute(text("SELECT MIN(viewed_at) FROM view_events")).scalar()
     candidates = [int(first)] if first is not None else []
-    if ctx.rollup_zone is not None:
+    # Only when raw events were compacted: otherwise raw holds every event, and a year bucket's start would move
+    # "the beginning of the data" (and so AUTO's granularity) back to January 1 after a pass.
+    if ctx.rollup_zone is not None and ctx.horizons.get(RAW, 0) > 0:
         oldest_year = conn.execute(text("SELECT MIN(bucket) FROM views_year")).scalar()
         if oldest_year is not None:
             candidates.append(bucket_interval(Grain.YEAR, int(oldest_year), ctx.rollup_zone)[0])
@@ -173,8 +175,11 @@ def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params, *,
         measure = "COUNT(*)" if source in (RAW, TAIL) else "SUM(r.views)"
         # Constants (the no-group key, a missing blog column) stay out of GROUP BY: PostgreSQL refuses them.
         group_by = ", ".join([pidx] + ([gkey] if dim is not None else []) + ([blog] if blog != "NULL" else []))
+        # A bare NULL is typed text by PostgreSQL when its member comes first in the UNION, and the raw
+        # members' integer blog_id then fails to match it.
+        blog_col = "CAST(NULL AS INTEGER)" if blog == "NULL" else blog
         members.append(
-            f"SELECT '{source}' AS src, {pidx} AS pidx, {gkey} AS gkey, {blog} AS blog_id, {measure} AS views "
+            f"SELECT '{source}' AS src, {pidx} AS pidx, {gkey} AS gkey, {blog_col} AS blog_id, {measure} AS views "
             f"FROM {cte} q JOIN {table} {alias} ON {col} >= q.lo AND {col} < q.hi{joins} "
             f"WHERE {ids} AND {where} GROUP BY {group_by}")
     return ctes, members

@@ -1,0 +1,109 @@
+"""domain/filters: evaluation, simplification, and blog_level's "holds for SOME reader country" semantics."""
+
+from __future__ import annotations
+
+import pycountry
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analytics_gql.domain import filters as F
+from analytics_gql.errors import BadInput
+
+BLOGS = ["b1", "b2", "b'3"]
+AUTHORS = ["a1", "a2"]
+CODES = ["US", "IN", "KE", "--", "ZZ"]
+EVERY_READER: list[str | None] = [c.alpha_2 for c in pycountry.countries] + [None]
+
+ATOMS = st.one_of(
+    st.builds(F.Atom, st.just(F.Field.BLOG), st.frozensets(st.sampled_from(BLOGS), max_size=2)),
+    st.builds(F.Atom, st.just(F.Field.AUTHOR), st.frozensets(st.sampled_from(AUTHORS), max_size=2)),
+    st.builds(F.Atom, st.just(F.Field.COUNTRY), st.frozensets(st.sampled_from(CODES), max_size=2)),
+    st.builds(F.Atom, st.just(F.Field.VIEWER_COUNTRY), st.frozensets(st.sampled_from(CODES), max_size=3)),
+    st.sampled_from([F.TRUE, F.FALSE]),
+)
+FILTERS = st.recursive(ATOMS, lambda c: st.one_of(
+    st.lists(c, max_size=3).map(lambda ps: F.And(tuple(ps))),
+    st.lists(c, max_size=3).map(lambda ps: F.Or(tuple(ps))),
+    c.map(F.Not),
+), max_leaves=8)
+VIEWS = st.fixed_dictionaries({
+    "blog": st.sampled_from(BLOGS), "author": st.sampled_from(AUTHORS),
+    "country": st.sampled_from([None, "US", "IN", "KE"]),
+    "viewer_country": st.sampled_from([None, "US", "IN", "KE", "GB"]),
+})
+
+
+def naive(f: F.Filter, v: dict[str, str | None]) -> bool:
+    """The contract's semantics, written again: a missing country matches no predicate; `not` negates."""
+    if isinstance(f, F.Const):
+        return f.value
+    if isinstance(f, F.Atom):
+        value = v[f.field.value]
+        return value is not None and value in f.values
+    if isinstance(f, F.And):
+        return all(naive(p, v) for p in f.parts)
+    if isinstance(f, F.Or):
+        return any(naive(p, v) for p in f.parts)
+    assert isinstance(f, F.Not)
+    return not naive(f.part, v)
+
+
+@given(FILTERS, VIEWS)
+def test_evaluate(f: F.Filter, v: dict[str, str | None]) -> None:
+    assert F.evaluate(f, **v) == naive(f, v)  # type: ignore[arg-type]
+    assert F.evaluate(F.simplify(f), **v) == naive(f, v)  # type: ignore[arg-type]
+
+
+@given(FILTERS, VIEWS)
+def test_blog_level_is_existential_over_every_reader_country(f: F.Filter, v: dict[str, str | None]) -> None:
+    """blogsCreated counts a blog when the filter holds for it with SOME reader country (any ISO code, or none)."""
+    blog_only = F.blog_level(f)
+    assert not F.mentions(blog_only, F.Field.VIEWER_COUNTRY)
+    want = any(naive(f, {**v, "viewer_country": c}) for c in EVERY_READER)
+    for reader in (None, "US", "GB"):
+        assert F.evaluate(blog_only, **{**v, "viewer_country": reader}) == want  # type: ignore[arg-type]
+
+
+@given(FILTERS, VIEWS, st.sampled_from([None, "US", "IN", "GB"]))
+def test_substitute_viewer_country(f: F.Filter, v: dict[str, str | None], code: str | None) -> None:
+    decided = F.substitute_viewer_country(f, code)
+    assert not F.mentions(decided, F.Field.VIEWER_COUNTRY)
+    assert F.evaluate(decided, **{**v, "viewer_country": None}) == naive(  # type: ignore[arg-type]
+        f, {**v, "viewer_country": code})
+
+
+def test_examples() -> None:
+    v = {"blog": "b1", "author": "a1", "country": None, "viewer_country": None}
+    # A view whose blog has no country matches no country predicate, and its negation holds.
+    assert not F.evaluate(F.Atom(F.Field.COUNTRY, frozenset(["--"])), **v)  # type: ignore[arg-type]
+    assert F.evaluate(F.Not(F.Atom(F.Field.COUNTRY, frozenset(["US"]))), **v)  # type: ignore[arg-type]
+    assert F.evaluate(F.And(()), **v) and not F.evaluate(F.Or(()), **v)  # type: ignore[arg-type]
+    # eq and in together are AND-ed; neither is no constraint; an empty `in` matches nothing.
+    both = F.atom(F.Field.BLOG, "b1", ["b2"])
+    assert not F.evaluate(both, **v)  # type: ignore[arg-type]
+    assert F.evaluate(F.atom(F.Field.BLOG, "b1", ["b1", "b2"]), **v)  # type: ignore[arg-type]
+    assert F.simplify(F.atom(F.Field.BLOG)) == F.TRUE
+    assert F.simplify(F.atom(F.Field.BLOG, in_=[])) == F.FALSE
+    # "Only readers from KE" is satisfiable for any blog; "readers from nowhere and from KE" is not.
+    ke = F.Atom(F.Field.VIEWER_COUNTRY, frozenset(["KE"]))
+    assert F.simplify(F.blog_level(ke)) == F.TRUE
+    assert F.simplify(F.blog_level(F.And((ke, F.Not(ke))))) == F.FALSE
+    assert F.simplify(F.blog_level(F.Not(F.Atom(F.Field.VIEWER_COUNTRY, frozenset(["--"]))))) == F.TRUE
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(BadInput, match="NUL"):
+        F.atom(F.Field.BLOG, "b\x00")
+    with pytest.raises(BadInput, match="NUL"):
+        F.atom(F.Field.COUNTRY, in_=["US", "\x00"])
+    with pytest.raises(BadInput, match="characters"):
+        F.atom(F.Field.AUTHOR, "x" * (F.MAX_VALUE_LEN + 1))
+    with pytest.raises(BadInput, match="values"):
+        F.atom(F.Field.BLOG, in_=[str(i) for i in range(F.MAX_VALUES + 1)])
+    deep: F.Filter = F.TRUE
+    for _ in range(F.MAX_NODES):
+        deep = F.Not(deep)
+    with pytest.raises(BadInput, match="too large"):
+        F.check_size(deep)
+    assert F.check_size(F.Not(F.TRUE)) == F.Not(F.TRUE)

@@ -1,0 +1,160 @@
+"""domain/planning: the pieces of a plan partition every window exactly, buckets align, retention is honoured."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analytics_gql.domain import calendar as cal
+from analytics_gql.domain.calendar import DAY_US, HOUR_US, Grain
+from analytics_gql.domain.planning import RAW, TAIL, Plan, plan
+from analytics_gql.errors import RetentionError
+
+ZONES = ["UTC", "America/Santiago", "Asia/Kolkata", "Europe/London", "America/New_York", "Australia/Lord_Howe"]
+LO = cal.to_us(dt.datetime(2019, 6, 1, tzinfo=dt.UTC))
+HI = cal.to_us(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+STRIDE = {Grain.HOUR: 1, Grain.DAY: 1, Grain.WEEK: 7, Grain.MONTH: 1, Grain.YEAR: 1}
+NO_HORIZONS = {"raw": 0, **{g.value: 0 for g in Grain}}
+
+
+def pieces(p: Plan, source: str, rz: ZoneInfo) -> dict[int, list[tuple[int, int]]]:
+    """Window index -> the instant intervals this source reads for it (decoding the runs independently)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for run in p.runs.get(source, []):
+        assert run.lo < run.hi and run.step > 0
+        if source in (RAW, TAIL):
+            t = run.lo
+            while t < run.hi:
+                i = run.base + (t - run.lo) // run.step
+                end = min(run.lo + (i - run.base + 1) * run.step, run.hi)
+                out.setdefault(i, []).append((t, end))
+                t = end
+            continue
+        g = Grain(source)
+        for k in range(run.lo, run.hi, STRIDE[g]):
+            out.setdefault(run.base + (k - run.lo) // run.step, []).append(cal.bucket_interval(g, k, rz))
+    return out
+
+
+def covered(p: Plan, rz: ZoneInfo, sources: list[str]) -> dict[int, list[tuple[int, int, str]]]:
+    out: dict[int, list[tuple[int, int, str]]] = {}
+    for s in sources:
+        for i, parts in pieces(p, s, rz).items():
+            out.setdefault(i, []).extend((a, b, s) for a, b in parts)
+    return {i: sorted(v) for i, v in out.items()}
+
+
+def assert_partition(parts: list[tuple[int, int, str]], a: int, b: int) -> None:
+    assert parts, (a, b)
+    assert parts[0][0] == a and parts[-1][1] == b, (parts[:3], parts[-3:], a, b)
+    for (_, x1, _), (y0, _, _) in zip(parts, parts[1:], strict=False):
+        assert x1 == y0, "gap or overlap"
+    assert all(x0 < x1 for x0, x1, _ in parts)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> list[tuple[int, int]]:
+    """Consecutive windows like a series' (or one long one), edges often on whole hours or local midnights."""
+    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
+    t = draw(st.one_of(st.integers(LO, HI), st.integers(LO // HOUR_US, HI // HOUR_US).map(lambda h: h * HOUR_US),
+                       st.integers(LO, HI).map(lambda u: cal.period_at(cal.Granularity.DAY, u, zone).start)))
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        n = draw(st.one_of(st.integers(1, 3 * HOUR_US), st.integers(1, 40 * DAY_US),
+                           st.sampled_from([HOUR_US, DAY_US, 7 * DAY_US, 23 * HOUR_US, 25 * HOUR_US]),
+                           st.integers(1, 800 * DAY_US)))
+        out.append((t, t + n))
+        t += n if draw(st.booleans()) else n + draw(st.integers(0, 30 * DAY_US))
+    return out
+
+
+@given(windows(), st.sampled_from(ZONES))
+def test_pieces_partition_each_window_exactly(ws: list[tuple[int, int]], rz_name: str) -> None:
+    rz = ZoneInfo(rz_name)
+    p = plan(ws, rollup_zone=rz, watermark=100, horizons=NO_HORIZONS)
+    below = covered(p, rz, [s for s in p.sources() if s != TAIL])
+    tail = covered(p, rz, [TAIL])
+    assert set(below) == set(tail) == set(range(len(ws)))
+    for i, (a, b) in enumerate(ws):
+        assert_partition(below[i], a, b)  # rollup buckets + raw edges: every event <= watermark counted once
+        assert_partition(tail[i], a, b)  # the tail: every event above the watermark counted once
+        for x0, x1, source in below[i]:
+            if source == RAW:
+                # Raw only where no bucket fits: a raw piece never holds a whole UTC hour.
+                first_hour = -(-x0 // HOUR_US) * HOUR_US
+                assert first_hour + HOUR_US > x1, (x0, x1)
+            else:
+                g = Grain(source)
+                assert (x0, x1) == cal.bucket_interval(g, cal.bucket_key(g, x0, rz), rz)
+
+
+@given(windows(), st.sampled_from(ZONES))
+def test_no_rollups_before_a_pass(ws: list[tuple[int, int]], rz_name: str) -> None:
+    for rz, wm in ((None, 0), (ZoneInfo(rz_name), 0), (None, 5)):
+        p = plan(ws, rollup_zone=rz, watermark=wm, horizons=NO_HORIZONS)
+        assert p.sources() == [TAIL]
+        tail = covered(p, ZoneInfo("UTC"), [TAIL])
+        for i, (a, b) in enumerate(ws):
+            assert_partition(tail[i], a, b)
+
+
+def test_a_long_aligned_series_costs_a_few_runs() -> None:
+    """365 local days in a whole-hour zone: the day buckets are one run, whatever the length."""
+    z = ZoneInfo("America/New_York")
+    days = [cal.period_at(cal.Granularity.DAY, cal.to_us(dt.datetime(2024, 1, 1, 12, tzinfo=z)) + i * DAY_US, z)
+            for i in range(365)]
+    p = plan([(d.start, d.end) for d in days], rollup_zone=z, watermark=10, horizons=NO_HORIZONS)
+    assert p.sources() == ["day", TAIL]
+    assert len(p.runs["day"]) == 1
+    # Half-hour zone asked, rolled up in UTC: raw edges (each under an hour) around whole UTC hours.
+    k = ZoneInfo("Asia/Kolkata")
+    kd = [cal.period_at(cal.Granularity.DAY, d.start, k) for d in days[:30]]
+    p = plan([(d.start, d.end) for d in kd], rollup_zone=ZoneInfo("UTC"), watermark=10, horizons=NO_HORIZONS)
+    assert set(p.sources()) <= {"day", "hour", RAW, TAIL}
+
+
+@given(windows(), st.sampled_from(ZONES), st.data())
+def test_retention(ws: list[tuple[int, int]], rz_name: str, data: st.DataObject) -> None:
+    """Either the plan reads nothing from before a grain's horizon, or RetentionError, and then only when the
+    plan without retention would have needed what is gone."""
+    rz = ZoneInfo(rz_name)
+    horizons = dict(NO_HORIZONS)
+    cut = data.draw(st.integers(LO, HI))
+    horizons["raw"] = cut
+    if data.draw(st.booleans()):
+        horizons["hour"] = cal.bucket_interval(Grain.HOUR, cal.bucket_key(Grain.HOUR, cut, rz), rz)[0]
+        if data.draw(st.booleans()):
+            horizons["day"] = cal.bucket_interval(Grain.DAY, cal.bucket_key(Grain.DAY, cut - 30 * DAY_US, rz),
+                                                  rz)[0]
+    free = plan(ws, rollup_zone=rz, watermark=100, horizons=NO_HORIZONS)
+    needs_gone = any(x0 < horizons[s] for s in free.sources() if s != TAIL
+                     for parts in pieces(free, s, rz).values() for x0, _ in parts)
+    try:
+        p = plan(ws, rollup_zone=rz, watermark=100, horizons=horizons)
+    except RetentionError as e:
+        assert needs_gone, e
+        assert any(g.upper() in str(e) for g in ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")), e
+        return
+    assert not needs_gone
+    for s in p.sources():
+        if s != TAIL:
+            for parts in pieces(p, s, rz).values():
+                assert all(x0 >= horizons[s] for x0, _ in parts)
+
+
+def test_retention_error_names_the_grain_kept() -> None:
+    rz = ZoneInfo("UTC")
+    t = cal.to_us(dt.datetime(2024, 1, 10, tzinfo=dt.UTC))
+    horizons = {**NO_HORIZONS, "raw": t + 100 * DAY_US, "hour": t + 60 * DAY_US}
+    with pytest.raises(RetentionError, match="DAY"):
+        plan([(t, t + HOUR_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    with pytest.raises(RetentionError, match="HOUR"):
+        plan([(t + 70 * DAY_US + 60_000_000, t + 71 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    # Whole days before the hour horizon are still answered, from day buckets.
+    p = plan([(t, t + 3 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    assert p.sources() == ["day", TAIL]
+    assert RetentionError("x").code == "BAD_USER_INPUT"

@@ -90,7 +90,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.terminate()
     for p in procs:
         try:
-            p.wait(15)
+            p.wait(40)  # a loaded 2-core CI machine can take a while to drain a worker
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)

@@ -221,11 +221,19 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     page = ""
     if limit is not None:
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}"
+    if dim is None:  # a series: no distinct blogs asked for
+        grouped = ", g AS (SELECT pidx, gkey, SUM(views) AS views, 0 AS blog_count FROM u GROUP BY pidx, gkey) "
+    elif dim is Dimension.BLOG:  # one blog per group
+        grouped = ", g AS (SELECT pidx, gkey, SUM(views) AS views, 1 AS blog_count FROM u GROUP BY pidx, gkey) "
+    else:
+        # Distinct blogs by two hash aggregations: COUNT(DISTINCT) would sort every row on PostgreSQL.
+        grouped = (", g1 AS (SELECT pidx, gkey, blog_id, SUM(views) AS views FROM u GROUP BY pidx, gkey, blog_id)"
+                   ", g AS (SELECT pidx, gkey, SUM(views) AS views, COUNT(*) AS blog_count FROM g1 "
+                   "GROUP BY pidx, gkey) ")
     sql = (
         "WITH " + ", ".join(ctes)
         + ", u AS MATERIALIZED (" + " UNION ALL ".join(members) + ")"
-        + ", g AS (SELECT pidx, gkey, SUM(views) AS views, COUNT(DISTINCT blog_id) AS blog_count "
-          "FROM u GROUP BY pidx, gkey) "
+        + grouped
         + "SELECT kind, pidx, k, label, views, blog_count FROM ("
         + f"SELECT 0 AS kind, g.pidx AS pidx, {key} AS k, {label} AS label, g.views AS views, "
           f"g.blog_count AS blog_count FROM g {join} ORDER BY g.pidx, g.views DESC, {order_key}{page}) rows_ "

@@ -129,7 +129,7 @@ def rollup_shape(dim: Dimension | None, f: F.Filter) -> str:
 
 
 def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params, *,
-             small_tail: bool) -> tuple[list[str], list[str]]:
+             small_tail: bool, max_id: int) -> tuple[list[str], list[str]]:
     """The CTEs of plan runs and the union members (src, pidx, gkey, blog_id, views) over them."""
     ctes: list[str] = []
     members: list[str] = []
@@ -148,6 +148,8 @@ def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params, *,
                 # A short tail is found by id (the primary key), not by scanning the range's events by time:
                 # the unary plus keeps both databases from using the viewed_at index for this member.
                 col = "+e.viewed_at"
+                # Both bounds: a closed id range is an index range scan even before the table has statistics.
+                ids += f" AND e.id <= {int(max_id)}"
         elif shape == "total":
             alias, blog, vc = "r", "NULL", "NULL"
             table, col = f"views_{source}_total", "r.bucket"
@@ -216,7 +218,8 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     if not p.sources() or f == F.FALSE:
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
     params = _Params()
-    ctes, members = _members(p, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL)
+    ctes, members = _members(p, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
+                             max_id=ctx.max_id)
     join, key, label, order_key = _key_label(dim, conn.dialect.name)
     page = ""
     if limit is not None:

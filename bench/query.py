@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,15 +37,13 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import httpx
-from sqlalchemy import create_engine, text
+from databases import throwaway_database
+from sqlalchemy import text
 
 from analytics_gql import loading, rollup
 from analytics_gql.domain.calendar import DAY_US, midnight_us, offset_segments
-from analytics_gql.settings import Settings
-from analytics_gql.storage import schema
 from analytics_gql.storage.engine import Database
 
-PG_ADMIN = os.environ.get("ANALYTICS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 CLI = str(Path(sys.executable).with_name("analytics-gql"))
 DAYS = 3 * 366 + 40  # the 3-year range lies inside the seeded window
 NY = "America/New_York"
@@ -173,32 +170,6 @@ def questions(today: dt.date) -> list[Question]:
 
 
 # ---------------------------------------------------------------- databases, server, timing
-
-
-@contextmanager
-def database(kind: str, workdir: Path) -> Iterator[Database]:
-    """A migrated throw-away database (a temp SQLite file, or a PostgreSQL database created and dropped)."""
-    if kind == "sqlite":
-        db = Database(Settings(database_url=f"sqlite:///{workdir}/bench.db", statement_timeout_ms=0))
-        schema.upgrade(db)
-        try:
-            yield db
-        finally:
-            db.dispose()
-        return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"ag_bench_q_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    db = Database(Settings(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, statement_timeout_ms=0))
-    try:
-        schema.upgrade(db)
-        yield db
-    finally:
-        db.dispose()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def analyze(db: Database) -> None:
@@ -373,7 +344,7 @@ async def concurrent_rps(base: str, q: Question, clients: int, total: int) -> tu
 
 
 def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench_query_") as d, database(kind, Path(d)) as db:
+    with tempfile.TemporaryDirectory(prefix="bench_query_") as d, throwaway_database(kind, prefix="ag_bench_q") as db:
         work = Path(d)
         t0 = time.perf_counter()
         loading.seed(db, authors=200, blogs=2_000, views=n, days=DAYS, seed=1, progress=False)

@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
-from sqlalchemy import create_engine, func, select, text
+from databases import throwaway_database
+from sqlalchemy import func, select, text
 
 from analytics_gql import rollup
 from analytics_gql.domain.calendar import DAY_US, HOUR_US
 from analytics_gql.settings import Settings
-from analytics_gql.storage import schema
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import rollups, view_events
 
-PG_ADMIN = os.environ.get("ANALYTICS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 COUNTRIES = ["US", "IN", "GB", "DE", "BR", "FR", "JP", "KE", "NG", "CA", "AU", "ES", "IT", "MX", "ID", None]
 ZONE = "America/New_York"  # DST: exercises the per-segment offset CASE
 
@@ -87,36 +82,8 @@ def bare_group_by(db: Database) -> float:
     return best
 
 
-@contextmanager
-def database(kind: str) -> Iterator[Database]:
-    """A migrated throw-away database (a temp SQLite file, or a PostgreSQL database created and dropped)."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as d:
-            db = Database(Settings(database_url=f"sqlite:///{d}/bench.db", timezone=ZONE))
-            schema.upgrade(db)
-            try:
-                yield db
-            finally:
-                db.dispose()
-        return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"ag_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    db = Database(Settings(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name, timezone=ZONE,
-                           statement_timeout_ms=0))
-    try:
-        schema.upgrade(db)
-        yield db
-    finally:
-        db.dispose()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def run(kind: str, n: int, chunk: int, incremental: int) -> None:
-    with database(kind) as db:
+    with throwaway_database(kind, timezone=ZONE) as db:
         s = db.settings.model_copy(update={"rollup_chunk": chunk})
         load_s = load(db, n, seed=n)
         base = bare_group_by(db)

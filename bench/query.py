@@ -358,7 +358,7 @@ def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> Non
         with db.read() as conn:
             blog_keys = {int(i): str(k) for i, k in conn.execute(text("SELECT id, external_id FROM blogs"))}
             rows = {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar()
-                    for t in ("view_events", "views_hour", "views_day", "views_month", "views_year")}
+                    for t in ("view_events", "views_hour_by_country", "views_day_by_blog", "views_month", "views_year")}
         print("   rows: " + ", ".join(f"{t} {c:,}" for t, c in rows.items()), flush=True)
         today = dt.datetime.now(dt.UTC).date()
         qs = questions(today)

@@ -10,7 +10,7 @@ bucket costs one run, and cost grows with edges, not with the length of the rang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -72,32 +72,35 @@ def _next_key(g: Grain, k: int) -> int:
     return k + _STRIDE[g]
 
 
-def _finest_kept(t: int, horizons: dict[str, int]) -> str:
-    """The finest grain still complete at instant t (for the retention error)."""
-    for name in [RAW] + [g.value for g in GRAINS]:
+def _finest_kept(t: int, horizons: dict[str, int], order: tuple[Grain, ...]) -> str:
+    """The finest grain (of those that can answer) still complete at instant t (for the retention error)."""
+    for name in [RAW] + [g.value for g in reversed(order)]:
         if horizons.get(name, 0) <= t:
             return name
     return Grain.YEAR.value
 
 
 def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
-           out: list[tuple[str, int, int]]) -> None:
-    """Append (source, lo, hi) pieces partitioning [a, b): coarsest whole buckets first, raw at the edges."""
+           out: list[tuple[str, int, int]], order: tuple[Grain, ...] = _COVER_ORDER) -> None:
+    """Append (source, lo, hi) pieces partitioning [a, b): coarsest whole buckets first, raw at the edges.
+
+    `order` is the grains that can answer (those holding the rollup shape the question needs), coarsest first.
+    """
     if a >= b:
         return
-    if level == len(_COVER_ORDER):
+    if level == len(order):
         kept = horizons.get(RAW, 0)
         if a < kept:
-            finest = _finest_kept(a, horizons)
+            finest = _finest_kept(a, horizons, order)
             raise RetentionError(
                 f"this query needs raw events from {from_us(a).isoformat()}, but retention has compacted raw events "
                 f"before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: use a "
                 f"{finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
         out.append((RAW, a, b))
         return
-    g = _COVER_ORDER[level]
+    g = order[level]
     if b - a < _MIN_LEN[g]:
-        _cover(a, b, level + 1, rz, horizons, out)  # too short to hold a whole bucket of this grain
+        _cover(a, b, level + 1, rz, horizons, out, order)  # too short to hold a whole bucket of this grain
         return
     k = bucket_key(g, a, rz)
     s, _ = bucket_interval(g, k, rz)
@@ -109,25 +112,26 @@ def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
     if e > b:
         kl -= _STRIDE[g]
     if kl < k:
-        _cover(a, b, level + 1, rz, horizons, out)
+        _cover(a, b, level + 1, rz, horizons, out, order)
         return
     _, last_end = bucket_interval(g, kl, rz)
     kept = horizons.get(g.value, 0)
     if first_start < kept:
         # Buckets of this grain before its horizon are gone; the coarser grains were tried already.
-        finest = _finest_kept(first_start, horizons)
+        finest = _finest_kept(first_start, horizons, order)
         raise RetentionError(
             f"this query needs {g.value.upper()} data from {from_us(first_start).isoformat()}, but retention has "
             f"compacted it before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: "
             f"use a {finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
-    _cover(a, first_start, level + 1, rz, horizons, out)
+    _cover(a, first_start, level + 1, rz, horizons, out, order)
     out.append((g.value, k, _next_key(g, kl)))
-    _cover(last_end, b, level + 1, rz, horizons, out)
+    _cover(last_end, b, level + 1, rz, horizons, out, order)
 
 
-def _whole_bucket(a: int, b: int, rz: ZoneInfo, horizons: dict[str, int]) -> list[tuple[str, int, int]] | None:
+def _whole_bucket(a: int, b: int, rz: ZoneInfo, horizons: dict[str, int],
+                  order: tuple[Grain, ...]) -> list[tuple[str, int, int]] | None:
     """The fast path: a window that is exactly one bucket of some grain (a series in the reporting zone)."""
-    for g in _COVER_ORDER:
+    for g in order:
         if b - a < _MIN_LEN[g]:
             continue
         k = bucket_key(g, a, rz)
@@ -137,9 +141,13 @@ def _whole_bucket(a: int, b: int, rz: ZoneInfo, horizons: dict[str, int]) -> lis
 
 
 def plan(windows: Sequence[tuple[int, int]], *, rollup_zone: ZoneInfo | None, watermark: int,
-         horizons: dict[str, int]) -> Plan:
-    """Plan windows (output index = position): rollups + raw edges for ids <= watermark, tail for the rest."""
+         horizons: dict[str, int], grains: Collection[Grain] = GRAINS) -> Plan:
+    """Plan windows (output index = position): rollups + raw edges for ids <= watermark, tail for the rest.
+
+    Only `grains` (those that keep the rollup shape the question needs) are used; raw events fill the rest.
+    """
     p = Plan(watermark=watermark)
+    order = tuple(g for g in _COVER_ORDER if g in grains)
     use_rollups = rollup_zone is not None and watermark > 0
     covers: dict[tuple[int, int], list[tuple[str, int, int]]] = {}
     for i, (a, b) in enumerate(windows):
@@ -148,10 +156,10 @@ def plan(windows: Sequence[tuple[int, int]], *, rollup_zone: ZoneInfo | None, wa
         assert rollup_zone is not None
         pieces = covers.get((a, b))
         if pieces is None:
-            pieces = _whole_bucket(a, b, rollup_zone, horizons)
+            pieces = _whole_bucket(a, b, rollup_zone, horizons, order)
             if pieces is None:
                 pieces = []
-                _cover(a, b, 0, rollup_zone, horizons, pieces)
+                _cover(a, b, 0, rollup_zone, horizons, pieces, order)
             covers[(a, b)] = pieces  # a growth series asks for most windows twice
         for source, lo, hi in pieces:
             p.add(Run(source, lo, hi, i, hi - lo))

@@ -18,7 +18,7 @@ from analytics_gql.domain.calendar import Grain, bucket_interval
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run, plan
 from analytics_gql.domain.queries import Dimension, SourceUse
 from analytics_gql.storage import rollups as rollup_store
-from analytics_gql.storage.tables import UNKNOWN_COUNTRY
+from analytics_gql.storage.tables import SHAPE_GRAINS, SHAPE_KEYS, UNKNOWN_COUNTRY, Shape, rollup_tables
 
 # Up to this many events above the watermark, the tail is read through the id index.
 SMALL_TAIL = 200_000
@@ -54,7 +54,7 @@ def data_start(conn: Connection, ctx: ReadContext) -> int | None:
     # Only when raw events were compacted: otherwise raw holds every event, and a year bucket's start would move
     # "the beginning of the data" (and so AUTO's granularity) back to January 1 after a pass.
     if ctx.rollup_zone is not None and ctx.horizons.get(RAW, 0) > 0:
-        oldest_year = conn.execute(text("SELECT MIN(bucket) FROM views_year")).scalar()
+        oldest_year = conn.execute(text("SELECT MIN(bucket) FROM views_year_total")).scalar()
         if oldest_year is not None:
             candidates.append(bucket_interval(Grain.YEAR, int(oldest_year), ctx.rollup_zone)[0])
     return min(candidates) if candidates else None
@@ -115,27 +115,27 @@ def _group_key(dim: Dimension | None, blog: str, vc: str) -> str:
             Dimension.COUNTRY: f"COALESCE(b.country_code, '{UNKNOWN_COUNTRY}')", Dimension.VIEWER_COUNTRY: vc}[dim]
 
 
-def rollup_shape(dim: Dimension | None, f: F.Filter) -> str:
+def rollup_shape(dim: Dimension | None, f: F.Filter) -> Shape:
     """The smallest rollup shape that answers: totals (an unfiltered series), by reader country (no blog
-    attribute or blog count needed), by blog (no reader country involved), else the full (blog, country) key."""
+    attribute or blog count needed), by blog (no reader country involved), else the full (blog, country) key.
+    Grains that do not keep it (SHAPE_GRAINS) are not planned; raw events answer for them."""
     blog_level = any(F.mentions(f, fld) for fld in (F.Field.BLOG, F.Field.AUTHOR, F.Field.COUNTRY))
     if dim is None and f == F.TRUE:
-        return "total"
+        return Shape.TOTAL
     if dim is None and not blog_level:
-        return "by_country"
+        return Shape.BY_COUNTRY
     if dim is not Dimension.VIEWER_COUNTRY and not F.mentions(f, F.Field.VIEWER_COUNTRY):
-        return "by_blog"
-    return "full"
+        return Shape.BY_BLOG
+    return Shape.FULL
 
 
-def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params, *,
+def _members(p: Plan, shape: Shape, dim: Dimension | None, f: F.Filter, params: _Params, *,
              small_tail: bool, max_id: int) -> tuple[list[str], list[str]]:
     """The CTEs of plan runs and the union members (src, pidx, gkey, blog_id, views) over them."""
     ctes: list[str] = []
     members: list[str] = []
     joins_b = _needs_blogs(f, dim)
     joins_a = F.mentions(f, F.Field.AUTHOR)
-    shape = rollup_shape(dim, f)
     for source in p.sources():
         runs = p.runs[source]
         cte = f"plan_{source}"
@@ -150,22 +150,12 @@ def _members(p: Plan, dim: Dimension | None, f: F.Filter, params: _Params, *,
                 col = "+e.viewed_at"
                 # Both bounds: a closed id range is an index range scan even before the table has statistics.
                 ids += f" AND e.id <= {int(max_id)}"
-        elif shape == "total":
-            alias, blog, vc = "r", "NULL", "NULL"
-            table, col = f"views_{source}_total", "r.bucket"
-            ids = "1=1"
-        elif shape == "by_country":
-            alias, blog, vc = "r", "NULL", "r.viewer_country"
-            table, col = f"views_{source}_by_country", "r.bucket"
-            ids = "1=1"
-        elif shape == "by_blog":
-            alias, blog, vc = "r", "r.blog_id", "NULL"
-            table, col = f"views_{source}_by_blog", "r.bucket"
-            ids = "1=1"
         else:
-            alias, blog, vc = "r", "r.blog_id", "r.viewer_country"
-            table, col = f"views_{source}", "r.bucket"
-            ids = "1=1"
+            keys = SHAPE_KEYS[shape]
+            alias, col, ids = "r", "r.bucket", "1=1"
+            blog = "r.blog_id" if "blog_id" in keys else "NULL"
+            vc = "r.viewer_country" if "viewer_country" in keys else "NULL"
+            table = rollup_tables[(Grain(source), shape)].name
         joins = ""
         if joins_b:
             joins += f" JOIN blogs b ON b.id = {blog}"
@@ -213,12 +203,14 @@ def _key_label(dim: Dimension | None, dialect: str) -> tuple[str, str, str, str]
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0) -> Aggregate:
     """Views (and distinct blogs) per window and group, ordered by window, views desc, key; one statement."""
-    p = plan(windows, rollup_zone=ctx.rollup_zone, watermark=ctx.watermark, horizons=ctx.horizons)
     f = F.simplify(f)
+    shape = rollup_shape(dim, f)
+    p = plan(windows, rollup_zone=ctx.rollup_zone, watermark=ctx.watermark, horizons=ctx.horizons,
+             grains=SHAPE_GRAINS[shape])
     if not p.sources() or f == F.FALSE:
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
     params = _Params()
-    ctes, members = _members(p, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
+    ctes, members = _members(p, shape, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
                              max_id=ctx.max_id)
     join, key, label, order_key = _key_label(dim, conn.dialect.name)
     page = ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, func, insert, select, text, tuple_, update
@@ -15,13 +16,13 @@ from sqlalchemy.exc import DBAPIError
 
 from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
 from analytics_gql.storage.tables import (
+    SHAPE_KEYS,
     UNKNOWN_COUNTRY,
+    Shape,
+    grain_tables,
     rollup_horizons,
     rollup_state,
-    rollups,
-    rollups_by_blog,
-    rollups_by_country,
-    rollups_total,
+    rollup_tables,
     view_events,
 )
 
@@ -134,7 +135,7 @@ def record_run(conn: Connection, *, started_at: int, events: int, ms: int) -> No
 
 def rollups_empty(conn: Connection) -> bool:
     """True when no grain holds a row."""
-    return all(conn.execute(select(t.c.bucket).limit(1)).first() is None for t in rollups.values())
+    return all(conn.execute(select(t.c.bucket).limit(1)).first() is None for t in rollup_tables.values())
 
 
 def max_event_id(conn: Connection) -> int:
@@ -239,37 +240,30 @@ def _drop_temps(conn: Connection, *names: str) -> None:
             conn.execute(text(f"DROP TABLE IF EXISTS temp.{name}"))
 
 
-def _upsert(conn: Connection, grain: Grain, select_sql: str) -> None:
-    """Add (bucket, blog_id, viewer_country, views) rows of `select_sql` into a grain's table."""
-    table = f"views_{grain.value}"
+def _upsert(conn: Connection, table: Table, keys: tuple[str, ...], select_sql: str) -> None:
+    """Add the (bucket, *keys, views) rows of `select_sql` into a rollup table."""
+    cols = ", ".join(("bucket", *keys))
     # `WHERE true` resolves SQLite's parse ambiguity between a SELECT's join clause and ON CONFLICT.
     conn.execute(text(
-        f"INSERT INTO {table} (bucket, blog_id, viewer_country, views) "
-        f"SELECT bucket, blog_id, viewer_country, views FROM ({select_sql}) s WHERE true "
+        f"INSERT INTO {table.name} ({cols}, views) SELECT {cols}, views FROM ({select_sql}) s WHERE true "
         # Key order: B-tree appends and neighbouring updates instead of random page touches (2-3x on PostgreSQL).
-        "ORDER BY bucket, blog_id, viewer_country "
-        f"ON CONFLICT (bucket, blog_id, viewer_country) DO UPDATE SET views = {table}.views + excluded.views"
+        f"ORDER BY {cols} ON CONFLICT ({cols}) DO UPDATE SET views = {table.name}.views + excluded.views"
     ))
-    # The narrow shapes get the same delta summed over the dropped key, in the same transaction.
-    for narrow, key in ((rollups_by_blog[grain], "blog_id"), (rollups_by_country[grain], "viewer_country")):
-        conn.execute(text(
-            f"INSERT INTO {narrow.name} (bucket, {key}, views) "
-            f"SELECT bucket, {key}, sum(views) FROM ({select_sql}) s WHERE true GROUP BY bucket, {key} "
-            f"ORDER BY bucket, {key} "
-            f"ON CONFLICT (bucket, {key}) DO UPDATE SET views = {narrow.name}.views + excluded.views"
-        ))
-    total = rollups_total[grain].name
-    conn.execute(text(
-        f"INSERT INTO {total} (bucket, views) SELECT bucket, sum(views) FROM ({select_sql}) s WHERE true "
-        f"GROUP BY bucket ORDER BY bucket ON CONFLICT (bucket) DO UPDATE SET views = {total}.views + excluded.views"
-    ))
+
+
+# Per shape, the delta temp table a pass reads it from: (day, blog, country), (day, blog) or (day, country).
+_DAY_SOURCES = {Shape.FULL: "rollup_dbc", Shape.BY_BLOG: "rollup_db", Shape.BY_COUNTRY: "rollup_dc",
+                Shape.TOTAL: "rollup_dc"}
+# 1970-01-01 (day 0) was a Thursday: (day + 3) % 7 is the weekday counted from Monday.
+_BUCKET = {Grain.DAY: "d.day", Grain.WEEK: "d.day - (d.day + 3) % 7", Grain.MONTH: "c.month", Grain.YEAR: "c.year"}
 
 
 def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
-    """Add raw events with low < id <= high into all five grains; return how many events that was.
+    """Add raw events with low < id <= high into every rollup table; return how many events that was.
 
-    The raw rows are scanned once into a delta keyed by (UTC hour, local day, blog, country); hour and day
-    upserts come from it, and week, month and year from the much smaller day delta.
+    The raw rows are scanned twice, into two small deltas: (UTC hour, local day, reader country), which feeds
+    every reader-country and total shape, and (local day, blog, reader country), which feeds the blog shapes;
+    week, month and year come from the day deltas. Each table gets one set-based upsert.
     """
     span = conn.execute(
         select(func.min(view_events.c.viewed_at), func.max(view_events.c.viewed_at), func.count())
@@ -279,30 +273,38 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
         return 0
     lo_us, hi_us, count = int(span[0]), int(span[1]), int(span[2])
     offset = _offset_case(zone, lo_us, hi_us + 1)
-    _temp(conn, "rollup_delta", f"""
-        SELECT viewed_at / {HOUR_US} AS hour, (viewed_at + {offset}) / {DAY_US} AS day, blog_id,
-               COALESCE(viewer_country, '{UNKNOWN_COUNTRY}') AS viewer_country, count(*) AS views
-        FROM view_events WHERE id > :low AND id <= :high
-        GROUP BY 1, 2, 3, 4""", {"low": low, "high": high})
-    _temp(conn, "rollup_day_delta", """
-        SELECT day, blog_id, viewer_country, sum(views) AS views FROM rollup_delta GROUP BY 1, 2, 3""")
-    _temp(conn, "rollup_days", _civil_select("(SELECT DISTINCT day FROM rollup_day_delta) d"))
-    _upsert(conn, Grain.HOUR, "SELECT hour AS bucket, blog_id, viewer_country, sum(views) AS views "
-                              "FROM rollup_delta GROUP BY 1, 2, 3")
-    _upsert(conn, Grain.DAY, "SELECT day AS bucket, blog_id, viewer_country, views FROM rollup_day_delta")
-    # 1970-01-01 (day 0) was a Thursday: (day + 3) % 7 is the weekday counted from Monday.
-    _upsert(conn, Grain.WEEK, "SELECT day - (day + 3) % 7 AS bucket, blog_id, viewer_country, sum(views) AS views "
-                              "FROM rollup_day_delta GROUP BY 1, 2, 3")
-    for grain, col in ((Grain.MONTH, "month"), (Grain.YEAR, "year")):
-        _upsert(conn, grain, f"SELECT c.{col} AS bucket, d.blog_id, d.viewer_country, sum(d.views) AS views "
-                             "FROM rollup_day_delta d JOIN rollup_days c ON c.day = d.day GROUP BY 1, 2, 3")
-    _drop_temps(conn, "rollup_delta", "rollup_day_delta", "rollup_days")
+    vc = f"COALESCE(viewer_country, '{UNKNOWN_COUNTRY}')"
+    ids = {"low": low, "high": high}
+    _temp(conn, "rollup_hc", f"""
+        SELECT viewed_at / {HOUR_US} AS hour, (viewed_at + {offset}) / {DAY_US} AS day, {vc} AS viewer_country,
+               count(*) AS views
+        FROM view_events WHERE id > :low AND id <= :high GROUP BY 1, 2, 3""", ids)
+    _temp(conn, "rollup_dbc", f"""
+        SELECT (viewed_at + {offset}) / {DAY_US} AS day, blog_id, {vc} AS viewer_country, count(*) AS views
+        FROM view_events WHERE id > :low AND id <= :high GROUP BY 1, 2, 3""", ids)
+    _temp(conn, "rollup_dc", "SELECT day, viewer_country, sum(views) AS views FROM rollup_hc GROUP BY 1, 2")
+    _temp(conn, "rollup_db", "SELECT day, blog_id, sum(views) AS views FROM rollup_dbc GROUP BY 1, 2")
+    _temp(conn, "rollup_days", _civil_select("(SELECT DISTINCT day FROM rollup_dc) d"))
+    for (grain, shape), table in rollup_tables.items():
+        keys = SHAPE_KEYS[shape]
+        cols = "".join(f", {k}" for k in keys)
+        if grain is Grain.HOUR:
+            if "blog_id" in keys:
+                raise AssertionError("the hour grain keeps no blog shape (SHAPE_GRAINS)")
+            source, bucket, join = "rollup_hc d", "d.hour", ""
+        else:
+            source, bucket = f"{_DAY_SOURCES[shape]} d", _BUCKET[grain]
+            join = " JOIN rollup_days c ON c.day = d.day" if grain in (Grain.MONTH, Grain.YEAR) else ""
+        group = ", ".join(str(i) for i in range(1, len(keys) + 2))
+        _upsert(conn, table, keys, f"SELECT {bucket} AS bucket{cols.replace(', ', ', d.')}, sum(d.views) AS views "
+                                   f"FROM {source}{join} GROUP BY {group}")
+    _drop_temps(conn, "rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days")
     return count
 
 
 def truncate_rollups(conn: Connection) -> None:
     """Empty the five grains and forget their horizons (a rebuild recomputes them from raw)."""
-    for t in [*rollups.values(), *rollups_by_blog.values(), *rollups_by_country.values(), *rollups_total.values()]:
+    for t in rollup_tables.values():
         conn.execute(t.delete())
     conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
 
@@ -339,12 +341,11 @@ def compact_raw(conn: Connection, cutoff_us: int, wm: int) -> int:
 def compact_grain(conn: Connection, grain: Grain, cutoff_us: int, zone: ZoneInfo) -> int:
     """Delete a grain's buckets that end at or before the start of the bucket holding `cutoff_us`."""
     first_kept = bucket_key(grain, cutoff_us, zone)
-    table = rollups[grain]
-    deleted = conn.execute(table.delete().where(table.c.bucket < first_kept)).rowcount
-    for narrow in (rollups_by_blog[grain], rollups_by_country[grain], rollups_total[grain]):
-        conn.execute(narrow.delete().where(narrow.c.bucket < first_kept))
+    deleted = 0
+    for table in grain_tables(grain):
+        deleted += int(conn.execute(table.delete().where(table.c.bucket < first_kept)).rowcount or 0)
     _set_horizon(conn, grain.value, bucket_interval(grain, first_kept, zone)[0])
-    return int(deleted or 0)
+    return deleted
 
 
 def record_compaction(conn: Connection, at_us: int) -> None:
@@ -355,24 +356,46 @@ def record_compaction(conn: Connection, at_us: int) -> None:
 # ---------------------------------------------------------------- audit
 
 
+Key = tuple[int, int | None, str | None]  # (bucket, blog_id, viewer_country); None where the shape has no such key
+
+
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One rollup cell: its grain, key, instant interval, and the views it holds (0 when absent)."""
+    """One rollup cell: its table (grain and shape), key, instant interval, and the views it holds (0 if absent)."""
 
     grain: Grain
+    shape: Shape
     bucket: int
-    blog_id: int
-    viewer_country: str
+    blog_id: int | None
+    viewer_country: str | None
     start: int
     end: int
     stored: int
 
 
-def sample_stored_cells(conn: Connection, grain: Grain, n: int) -> list[tuple[int, int, str]]:
-    """Up to `n` random (bucket, blog_id, viewer_country) keys stored in a grain."""
-    t = rollups[grain]
-    rows = conn.execute(select(t.c.bucket, t.c.blog_id, t.c.viewer_country).order_by(func.random()).limit(n))
-    return [(int(b), int(blog), str(c)) for b, blog, c in rows]
+def project(shape: Shape, bucket: int, blog_id: int, viewer_country: str) -> Key:
+    """A full key narrowed to what `shape` keeps."""
+    keys = SHAPE_KEYS[shape]
+    return (bucket, blog_id if "blog_id" in keys else None, viewer_country if "viewer_country" in keys else None)
+
+
+def _key_cols(table: Table, shape: Shape) -> list[Any]:
+    return [table.c.bucket, *(table.c[k] for k in SHAPE_KEYS[shape])]
+
+
+def _as_key(shape: Shape, row: tuple[Any, ...]) -> Key:
+    keys = SHAPE_KEYS[shape]
+    values = dict(zip(keys, row[1:], strict=True))
+    blog = values.get("blog_id")
+    country = values.get("viewer_country")
+    return (int(row[0]), None if blog is None else int(blog), None if country is None else str(country))
+
+
+def sample_stored_cells(conn: Connection, grain: Grain, shape: Shape, n: int) -> list[Key]:
+    """Up to `n` random keys stored in one rollup table."""
+    t = rollup_tables[(grain, shape)]
+    rows = conn.execute(select(*_key_cols(t, shape)).order_by(func.random()).limit(n))
+    return [_as_key(shape, tuple(r)) for r in rows]
 
 
 def sample_raw_events(conn: Connection, ids: list[int]) -> list[tuple[int, int, str]]:
@@ -385,66 +408,74 @@ def sample_raw_events(conn: Connection, ids: list[int]) -> list[tuple[int, int, 
     return [(int(a), int(b), str(c)) for a, b, c in rows]
 
 
-def stored_views(conn: Connection, grain: Grain, keys: list[tuple[int, int, str]]) -> dict[tuple[int, int, str], int]:
-    """Views stored for the given keys of a grain (missing keys are absent from the result)."""
-    t = rollups[grain]
-    out: dict[tuple[int, int, str], int] = {}
+def stored_views(conn: Connection, grain: Grain, shape: Shape, keys: list[Key]) -> dict[Key, int]:
+    """Views stored in one rollup table for the given keys (missing keys are absent from the result)."""
+    t = rollup_tables[(grain, shape)]
+    cols = _key_cols(t, shape)
+    out: dict[Key, int] = {}
     for i in range(0, len(keys), 500):
-        rows = conn.execute(select(t.c.bucket, t.c.blog_id, t.c.viewer_country, t.c.views)
-                            .where(tuple_(t.c.bucket, t.c.blog_id, t.c.viewer_country).in_(keys[i:i + 500])))
-        out.update({(int(b), int(blog), str(c)): int(v) for b, blog, c, v in rows})
+        batch = [tuple(v for v in k if v is not None) for k in keys[i:i + 500]]
+        cond = tuple_(*cols).in_(batch) if len(cols) > 1 else cols[0].in_([b[0] for b in batch])
+        for row in conn.execute(select(*cols, t.c.views).where(cond)):
+            out[_as_key(shape, tuple(row[:-1]))] = int(row[-1])
     return out
 
 
 def raw_counts(conn: Connection, cells: list[Cell], wm: int) -> list[int]:
-    """Raw views (id <= wm) per cell, recomputed from its instant interval in one scan of the raw events.
+    """Raw views (id <= wm) per cell, recomputed from its instant interval, one statement per shape.
 
-    The raw table drives the join (SQLite: CROSS JOIN fixes the loop order; PostgreSQL hashes the cells), so a
-    year-long cell costs no more than an hour-long one: one pass over raw, however many cells are sampled.
+    Cells keyed by blog drive the join from the raw table (SQLite: CROSS JOIN fixes the loop order; PostgreSQL
+    hashes the cells), so their cost is one pass over raw whatever their number and length. Cells without a blog
+    key are counted through the viewed_at index over their interval, so the caller samples few long ones.
     """
     if not cells:
         return []
     on_commit = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
     _drop_temps(conn, "audit_cells")
-    conn.execute(text("CREATE TEMP TABLE audit_cells (i INTEGER PRIMARY KEY, blog_id INTEGER, viewer_country "
-                      f"VARCHAR(2), lo BIGINT, hi BIGINT){on_commit}"))
+    conn.execute(text("CREATE TEMP TABLE audit_cells (i INTEGER PRIMARY KEY, shape VARCHAR(16), blog_id INTEGER, "
+                      f"viewer_country VARCHAR(2), lo BIGINT, hi BIGINT){on_commit}"))
     prefix = "temp." if conn.dialect.name == "sqlite" else ""
     conn.execute(text(f"CREATE INDEX {prefix}ix_audit_cells ON audit_cells (blog_id, viewer_country)"))
-    conn.execute(text("INSERT INTO audit_cells (i, blog_id, viewer_country, lo, hi) "
-                      "VALUES (:i, :blog_id, :viewer_country, :lo, :hi)"),
-                 [{"i": i, "blog_id": c.blog_id, "viewer_country": c.viewer_country, "lo": c.start, "hi": c.end}
-                  for i, c in enumerate(cells)])
-    rows = conn.execute(text(
-        "SELECT a.i, COALESCE(m.n, 0) FROM audit_cells a LEFT JOIN ("
-        " SELECT c.i AS i, count(*) AS n FROM view_events e CROSS JOIN audit_cells c"
-        f" WHERE e.blog_id = c.blog_id AND COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}') = c.viewer_country"
-        " AND e.viewed_at >= c.lo AND e.viewed_at < c.hi AND e.id <= :wm GROUP BY c.i) m ON m.i = a.i"), {"wm": wm})
-    counts: dict[int, int] = {int(i): int(n) for i, n in rows}
+    conn.execute(text("INSERT INTO audit_cells (i, shape, blog_id, viewer_country, lo, hi) "
+                      "VALUES (:i, :shape, :blog_id, :viewer_country, :lo, :hi)"),
+                 [{"i": i, "shape": c.shape.value, "blog_id": c.blog_id, "viewer_country": c.viewer_country,
+                   "lo": c.start, "hi": c.end} for i, c in enumerate(cells)])
+    vc = f"COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}')"
+    statements = {
+        Shape.FULL: "SELECT c.i AS i, count(*) AS n FROM view_events e CROSS JOIN audit_cells c "
+                    f"WHERE c.shape = 'full' AND e.blog_id = c.blog_id AND {vc} = c.viewer_country "
+                    "AND e.viewed_at >= c.lo AND e.viewed_at < c.hi AND e.id <= :wm GROUP BY c.i",
+        Shape.BY_BLOG: "SELECT c.i AS i, count(*) AS n FROM view_events e CROSS JOIN audit_cells c "
+                       "WHERE c.shape = 'by_blog' AND e.blog_id = c.blog_id "
+                       "AND e.viewed_at >= c.lo AND e.viewed_at < c.hi AND e.id <= :wm GROUP BY c.i",
+        Shape.BY_COUNTRY: "SELECT c.i AS i, (SELECT count(*) FROM view_events e WHERE e.viewed_at >= c.lo "
+                          f"AND e.viewed_at < c.hi AND e.id <= :wm AND {vc} = c.viewer_country) AS n "
+                          "FROM audit_cells c WHERE c.shape = 'by_country'",
+        Shape.TOTAL: "SELECT c.i AS i, (SELECT count(*) FROM view_events e WHERE e.viewed_at >= c.lo "
+                     "AND e.viewed_at < c.hi AND e.id <= :wm) AS n FROM audit_cells c WHERE c.shape = 'total'",
+    }
+    counts: dict[int, int] = {}
+    for shape in {c.shape for c in cells}:
+        counts.update({int(i): int(n) for i, n in conn.execute(text(statements[shape]), {"wm": wm})})
     _drop_temps(conn, "audit_cells")
-    return [counts[i] for i in range(len(cells))]
+    return [counts.get(i, 0) for i in range(len(cells))]
 
 
 def set_cell(conn: Connection, cell: Cell, views: int) -> None:
-    """Overwrite one rollup cell with the recomputed count (deleting it when 0)."""
-    t = rollups[cell.grain]
-    key = (t.c.bucket == cell.bucket) & (t.c.blog_id == cell.blog_id) & (t.c.viewer_country == cell.viewer_country)
-    conn.execute(t.delete().where(key))
+    """Overwrite one rollup cell with the recomputed count (deleting it when 0).
+
+    Every shape is an independent sum over raw events, so one cell is repaired on its own.
+    """
+    t = rollup_tables[(cell.grain, cell.shape)]
+    values: dict[str, Any] = {"bucket": cell.bucket}
+    if cell.blog_id is not None:
+        values["blog_id"] = cell.blog_id
+    if cell.viewer_country is not None:
+        values["viewer_country"] = cell.viewer_country
+    cond = [t.c[k] == v for k, v in values.items()]
+    conn.execute(t.delete().where(*cond))
     if views:
-        conn.execute(insert(t).values(bucket=cell.bucket, blog_id=cell.blog_id, viewer_country=cell.viewer_country,
-                                      views=views))
-    # Keep the narrow shapes equal to the sums of the full shape over the repaired cell's keys.
-    narrow_keys: tuple[tuple[Table, str, int | str], ...] = (
-        (rollups_by_blog[cell.grain], "blog_id", cell.blog_id),
-        (rollups_by_country[cell.grain], "viewer_country", cell.viewer_country))
-    for narrow, col, value in narrow_keys:
-        conn.execute(narrow.delete().where((narrow.c.bucket == cell.bucket) & (narrow.c[col] == value)))
-        conn.execute(text(
-            f"INSERT INTO {narrow.name} (bucket, {col}, views) SELECT bucket, {col}, SUM(views) FROM {t.name} "
-            f"WHERE bucket = :b AND {col} = :v GROUP BY bucket, {col}"), {"b": cell.bucket, "v": value})
-    tot = rollups_total[cell.grain]
-    conn.execute(tot.delete().where(tot.c.bucket == cell.bucket))
-    conn.execute(text(f"INSERT INTO {tot.name} (bucket, views) SELECT bucket, SUM(views) FROM {t.name} "
-                      "WHERE bucket = :b GROUP BY bucket"), {"b": cell.bucket})
+        conn.execute(insert(t).values(**values, views=views))
 
 
 def record_audit(conn: Connection, at_us: int) -> None:
@@ -467,8 +498,10 @@ def status(conn: Connection, retention_days: dict[str, int] | None = None) -> Ro
     grains.append(GrainStatus(RAW, int(raw[0]), raw[1], raw[2], retention.get(RAW)))
     z = ZoneInfo(zone_name) if zone_name else ZoneInfo("UTC")
     for g in GRAINS:
-        t = rollups[g]
-        n, lo, hi = conn.execute(select(func.count(), func.min(t.c.bucket), func.max(t.c.bucket))).one()
+        # Rows: every table of the grain (what it costs to keep); span: the totals, which every event reaches.
+        n = sum(int(conn.execute(select(func.count()).select_from(t)).scalar() or 0) for t in grain_tables(g))
+        t = rollup_tables[(g, Shape.TOTAL)]
+        lo, hi = conn.execute(select(func.min(t.c.bucket), func.max(t.c.bucket))).one()
         oldest = bucket_interval(g, int(lo), z)[0] if lo is not None else None
         newest = bucket_interval(g, int(hi), z)[0] if hi is not None else None
         grains.append(GrainStatus(g.value, int(n), oldest, newest, retention.get(g.value)))

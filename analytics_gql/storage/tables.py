@@ -6,6 +6,7 @@ bucketed with plain integer arithmetic that SQLite and PostgreSQL evaluate ident
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -79,44 +80,63 @@ view_events = Table(
 )
 
 
-def _rollup(grain: Grain) -> Table:
+class Shape(StrEnum):
+    """The key a rollup table keeps besides its bucket (DESIGN 2: the full key, and narrower shapes)."""
+
+    FULL = "full"  # (blog, reader country): answers every filter
+    BY_BLOG = "by_blog"  # no reader-country predicate or grouping
+    BY_COUNTRY = "by_country"  # no blog attribute, no distinct-blog count
+    TOTAL = "total"  # an unfiltered series
+
+
+# The key columns of each shape (and the order of its primary key after `bucket`).
+SHAPE_KEYS: dict[Shape, tuple[str, ...]] = {
+    Shape.FULL: ("blog_id", "viewer_country"), Shape.BY_BLOG: ("blog_id",), Shape.BY_COUNTRY: ("viewer_country",),
+    Shape.TOTAL: (),
+}
+
+# Which grains keep which shapes: only shapes that compress are stored (QUALITY.md: hour x blog x country is ~1
+# row per raw event, day x blog x country ~1.6, hour x blog ~1.5 on the benchmark data, while a pass pays for every
+# row it writes). Questions whose shape a grain lacks read the next grain that has it, and raw events (by the
+# viewed_at index) where none fits: e.g. a blog filter over a range that starts mid-day reads that day's raw events.
+SHAPE_GRAINS: dict[Shape, tuple[Grain, ...]] = {
+    Shape.TOTAL: GRAINS,
+    Shape.BY_COUNTRY: GRAINS,
+    Shape.BY_BLOG: (Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR),
+    Shape.FULL: (Grain.MONTH, Grain.YEAR),
+}
+
+_KEY_TYPES: dict[str, TypeEngine[Any]] = {"blog_id": Integer(), "viewer_country": String(2)}
+
+
+def _rollup(grain: Grain, shape: Shape) -> Table:
+    name = f"views_{grain.value}" + ("" if shape is Shape.FULL else f"_{shape.value}")
+    keys = SHAPE_KEYS[shape]
+    if not keys:  # totals per bucket
+        return Table(name, metadata, Column("bucket", Integer, primary_key=True, autoincrement=False),
+                     Column("views", BigInteger, nullable=False))
     return Table(
-        f"views_{grain.value}",
+        name,
         metadata,
         # hour: UTC hour number; day and week: local day number (week: its Monday); month: year*12+month-1; year.
         Column("bucket", Integer, nullable=False),
-        Column("blog_id", Integer, nullable=False),
-        Column("viewer_country", String(2), nullable=False),  # UNKNOWN_COUNTRY when the reader had none
+        # viewer_country is UNKNOWN_COUNTRY when the reader had none.
+        *[Column(k, _KEY_TYPES[k], nullable=False) for k in keys],
         Column("views", BigInteger, nullable=False),
-        PrimaryKeyConstraint("bucket", "blog_id", "viewer_country"),
+        PrimaryKeyConstraint("bucket", *keys),
     )
 
 
-rollups: dict[Grain, Table] = {g: _rollup(g) for g in GRAINS}
-
-
-def _narrow(grain: Grain, key: str, key_type: TypeEngine[Any]) -> Table:
-    return Table(
-        f"views_{grain.value}_by_{key.removesuffix('_id').removeprefix('viewer_')}",
-        metadata,
-        Column("bucket", Integer, nullable=False),
-        Column(key, key_type, nullable=False),
-        Column("views", BigInteger, nullable=False),
-        PrimaryKeyConstraint("bucket", key),
-    )
-
-
-# Narrower shapes of the same grains (QUALITY.md: the full key barely compresses). The planner picks the
-# smallest shape that can answer: by blog when no reader-country predicate or grouping is involved; by reader
-# country when neither blog attributes nor distinct blog counts are needed (performance series).
-rollups_by_blog: dict[Grain, Table] = {g: _narrow(g, "blog_id", Integer()) for g in GRAINS}
-rollups_by_country: dict[Grain, Table] = {g: _narrow(g, "viewer_country", String(2)) for g in GRAINS}
-# Totals per bucket: an unfiltered series (performance without a filter) reads one row per bucket.
-rollups_total: dict[Grain, Table] = {
-    g: Table(f"views_{g.value}_total", metadata, Column("bucket", Integer, primary_key=True, autoincrement=False),
-             Column("views", BigInteger, nullable=False))
-    for g in GRAINS
+# Every rollup table, by (grain, shape); a pass writes all of them in one transaction.
+rollup_tables: dict[tuple[Grain, Shape], Table] = {
+    (g, s): _rollup(g, s) for s in Shape for g in SHAPE_GRAINS[s]
 }
+
+
+def grain_tables(grain: Grain) -> list[Table]:
+    """The tables of one grain, widest shape first."""
+    return [t for (g, _), t in rollup_tables.items() if g is grain]
+
 
 # One row (id = 1): the watermark (last raw id folded in), the zone the local grains were built in, bookkeeping.
 rollup_state = Table(

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rollup_helpers import Event, add_events, assert_exact, expected, raw_events, reset, stored
+from rollup_helpers import Event, add_events, assert_exact, expected, narrow, raw_events, reset, stored
 from sqlalchemy import text, update
 
 from analytics_gql import rollup
@@ -21,7 +21,7 @@ from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import rollups
+from analytics_gql.storage.tables import Shape, rollup_tables
 
 ZONES = ["UTC", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London", "America/New_York"]
 LO = to_us(dt.datetime(1995, 1, 1, tzinfo=dt.UTC))
@@ -110,7 +110,7 @@ def test_refresh_is_idempotent_and_counts_once(db: Database) -> None:
         with db.read() as conn:
             snapshots.append(stored(conn))
     assert snapshots[0] == snapshots[1] == snapshots[2]
-    assert sum(snapshots[0][Grain.DAY].values()) == 50
+    assert sum(snapshots[0][(Grain.DAY, Shape.TOTAL)].values()) == 50
     assert_exact(db, "UTC")
 
 
@@ -123,9 +123,9 @@ def test_late_event_lands_in_its_old_bucket(db: Database) -> None:
     add_events(db, [(1, "US", old), (2, None, now + 400 * DAY_US)])  # and one from the future
     rollup.refresh(db, db.settings)
     with db.read() as conn:
-        day = stored(conn)[Grain.DAY]
-    assert day[(old // DAY_US, 1, "US")] == 1
-    assert day[((now + 400 * DAY_US) // DAY_US, 2, "--")] == 1
+        day = stored(conn)[(Grain.DAY, Shape.BY_BLOG)]
+    assert day[(old // DAY_US, 1, None)] == 1
+    assert day[((now + 400 * DAY_US) // DAY_US, 2, None)] == 1
     assert_exact(db, "UTC")
 
 
@@ -178,7 +178,7 @@ def test_fault_after_upserts_before_commit_changes_nothing(db: Database, monkeyp
     rollup.refresh(db, db.settings)
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.YEAR].values()) == 60
+        assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 60
 
 
 def test_compaction_deletes_only_folded_rows_past_horizon(db: Database) -> None:
@@ -203,14 +203,17 @@ def test_compaction_deletes_only_folded_rows_past_horizon(db: Database) -> None:
         assert h["hour"] == (now - 20 * DAY_US) // HOUR_US * HOUR_US
         assert h["day"] == bucket_interval(Grain.DAY, (now - 40 * DAY_US) // DAY_US, ZoneInfo("UTC"))[0]
         assert h["week"] == h["month"] == h["year"] == 0
-        assert all(bucket * HOUR_US >= h["hour"] for bucket, _, _ in got[Grain.HOUR])
-        assert min(b for b, _, _ in got[Grain.DAY]) * DAY_US >= h["day"]
-        # Coarse grains keep everything: still the full history.
-        assert sum(got[Grain.MONTH].values()) == 20
+        for (g, _shape), counts in got.items():
+            if g is Grain.HOUR:
+                assert all(bucket * HOUR_US >= h["hour"] for bucket, _, _ in counts)
+            if g is Grain.DAY:
+                assert min(b for b, _, _ in counts) * DAY_US >= h["day"]
+            if g in (Grain.MONTH, Grain.YEAR):  # coarse grains keep everything: still the full history
+                assert sum(counts.values()) == 20
         # The ancient row is folded by the next pass, then compacted by the next compaction.
         rollup.refresh(d, s)
         with d.read() as conn:
-            assert sum(stored(conn)[Grain.YEAR].values()) == 21
+            assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 21
         rollup.compact(d, s, now_us=now)
         with d.read() as conn:
             assert (2, None, ancient) not in raw_events(conn)
@@ -249,13 +252,17 @@ def test_audit_finds_and_repairs_corrupted_cells(db: Database) -> None:
     rollup.catch_up(db, db.settings, progress=False, quiet=True)
     assert rollup.audit(db, db.settings, seed=1).ok
     with db.write() as conn:
-        day = rollups[Grain.DAY]
+        day = rollup_tables[(Grain.DAY, Shape.BY_BLOG)]
         conn.execute(update(day).values(views=day.c.views + 5))  # every day cell drifts
-        month = rollups[Grain.MONTH]
+        month = rollup_tables[(Grain.MONTH, Shape.FULL)]
         conn.execute(month.delete())  # month cells missing: only raw-side sampling can see it
+        hour = rollup_tables[(Grain.HOUR, Shape.TOTAL)]
+        conn.execute(update(hour).values(views=hour.c.views - 1))  # a blog-less shape drifts too
     report = rollup.audit(db, db.settings, sample=4000, repair=False, seed=2)
-    assert not report.ok and {g for g, *_ in report.drift} == {"day", "month"}
-    assert all(s - r == 5 for g, _, _, _, s, r in report.drift if g == "day")
+    assert not report.ok and {g for g, *_ in report.drift} == {"day/by_blog", "month/full", "hour/total"}
+    assert all(s - r == 5 for g, _, _, _, s, r in report.drift if g == "day/by_blog")
+    assert all(r - s == 1 for g, _, _, _, s, r in report.drift if g == "hour/total")
+    assert all(s == 0 and r > 0 for g, _, _, _, s, r in report.drift if g == "month/full")
     report = rollup.audit(db, db.settings, sample=4000, seed=2)
     assert report.repaired
     assert_exact(db, "UTC")
@@ -277,9 +284,11 @@ def test_status_reports_watermark_pending_and_grains(db: Database) -> None:
     assert s.last_run_at is not None and s.last_run_at >= s.watermark and s.last_run_events == 3
     by = {g.grain: g for g in s.grains}
     assert by["raw"].rows == 4 and by["raw"].oldest == t0 and by["raw"].newest == t0 + 40 * DAY_US
-    assert by["hour"].rows == 2 and by["hour"].retained_for == 30 and by["day"].retained_for is None
+    # hour keeps totals and reader countries: 2 buckets x (1 total + 1 country) rows
+    assert by["hour"].rows == 4 and by["hour"].retained_for == 30 and by["day"].retained_for is None
     assert by["hour"].oldest == t0 // HOUR_US * HOUR_US and by["day"].newest == (t0 + 40 * DAY_US) // DAY_US * DAY_US
-    assert by["year"].rows == 2
+    # year: full (1, US), (2, --); by blog 1, 2; by country US, --; one total
+    assert by["year"].rows == 7
 
 
 def test_sqlite_busy_for_ten_seconds(tmp_path: object) -> None:
@@ -338,5 +347,6 @@ def test_watermark_and_rollups_in_one_transaction(db: Database) -> None:
         d.dispose()
     assert not bad
     with db.read() as conn:
-        assert expected(raw_events(conn), "UTC")[Grain.YEAR] == stored(conn)[Grain.YEAR]
+        want = narrow(expected(raw_events(conn), "UTC")[Grain.YEAR], Shape.FULL)
+        assert want == stored(conn)[(Grain.YEAR, Shape.FULL)]
     assert len(GRAINS) == 5

@@ -14,6 +14,7 @@ from analytics_gql import rollup
 from analytics_gql.domain.calendar import Grain
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import Shape
 
 N = 80_000
 
@@ -44,4 +45,4 @@ def test_sigkill_mid_pass_then_exact(db: Database) -> None:
     rollup.catch_up(db, db.settings, progress=False, quiet=True)
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.WEEK].values()) == N
+        assert sum(stored(conn)[(Grain.WEEK, Shape.TOTAL)].values()) == N

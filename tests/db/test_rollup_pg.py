@@ -18,6 +18,7 @@ from analytics_gql.domain.calendar import DAY_US, HOUR_US
 from analytics_gql.settings import Settings
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import Shape
 
 LO = 788_918_400_000_000  # 1995-01-01
 
@@ -71,7 +72,7 @@ def test_concurrent_writers_and_passes_are_exact(pg: Database) -> None:
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:
         assert len(raw_events(conn)) == 50_000
-        assert sum(stored(conn)[store.Grain.DAY].values()) == 50_000
+        assert sum(stored(conn)[(store.Grain.DAY, Shape.TOTAL)].values()) == 50_000
     assert_exact(pg, "UTC")
 
 
@@ -92,7 +93,7 @@ def test_lower_id_committed_after_higher_id_is_not_skipped(pg: Database) -> None
     rollup.refresh(pg, pg.settings)
     assert_exact(pg, "UTC")
     with pg.read() as conn:
-        assert sum(stored(conn)[store.Grain.HOUR].values()) == 2
+        assert sum(stored(conn)[(store.Grain.HOUR, Shape.TOTAL)].values()) == 2
 
 
 def test_long_copy_during_a_pass_never_stalls_ingest(pg: Database) -> None:
@@ -141,7 +142,7 @@ def test_long_copy_during_a_pass_never_stalls_ingest(pg: Database) -> None:
     assert max(latencies) < 0.45, max(latencies)
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:
-        assert sum(stored(conn)[store.Grain.YEAR].values()) == 1000 + 10_000 + len(latencies)
+        assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 1000 + 10_000 + len(latencies)
     assert_exact(pg, "UTC")
 
 
@@ -153,7 +154,7 @@ def test_hung_statement_is_cancelled_and_changes_nothing(pg: Database) -> None:
     try:
         with pg.engine.connect() as locker:
             tx = locker.begin()
-            locker.execute(text("LOCK TABLE views_day IN ACCESS EXCLUSIVE MODE"))
+            locker.execute(text("LOCK TABLE views_day_total IN ACCESS EXCLUSIVE MODE"))
             t0 = time.monotonic()
             with pytest.raises(OperationalError, match="statement timeout"):
                 rollup.refresh(d, s)
@@ -161,7 +162,7 @@ def test_hung_statement_is_cancelled_and_changes_nothing(pg: Database) -> None:
             tx.rollback()
         with d.read() as conn:
             assert store.watermark(conn) == 0
-            assert sum(stored(conn)[store.Grain.HOUR].values()) == 0
+            assert sum(stored(conn)[(store.Grain.HOUR, Shape.TOTAL)].values()) == 0
         rollup.refresh(d, s)
         assert_exact(d, "UTC")
     finally:
@@ -202,4 +203,4 @@ def test_connection_killed_mid_pass(pg: Database) -> None:
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     assert_exact(pg, "UTC")
     with pg.read() as conn:
-        assert sum(stored(conn)[store.Grain.MONTH].values()) == 60_000
+        assert sum(stored(conn)[(store.Grain.MONTH, Shape.TOTAL)].values()) == 60_000

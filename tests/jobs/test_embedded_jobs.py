@@ -19,6 +19,7 @@ from analytics_gql.jobs.actors import QUEUE  # noqa: E402
 from analytics_gql.jobs.scheduler import make_scheduler  # noqa: E402
 from analytics_gql.settings import Settings  # noqa: E402
 from analytics_gql.storage.engine import Database  # noqa: E402
+from analytics_gql.storage.tables import Shape  # noqa: E402
 
 LO = 788_918_400_000_000
 
@@ -43,7 +44,7 @@ def test_scheduler_enqueues_and_in_process_worker_folds(db: Database) -> None:
         rt.stop()
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.YEAR].values()) == 650
+        assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 650
 
 
 def test_duplicate_messages_and_three_schedulers_do_not_double_count(db: Database) -> None:
@@ -67,7 +68,7 @@ def test_duplicate_messages_and_three_schedulers_do_not_double_count(db: Databas
         rt.stop()
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.DAY].values()) == 500
+        assert sum(stored(conn)[(Grain.DAY, Shape.TOTAL)].values()) == 500
 
 
 def test_actors_are_declared_with_explicit_limits(tmp_path: Path) -> None:

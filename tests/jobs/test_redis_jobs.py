@@ -26,6 +26,7 @@ from analytics_gql.jobs.scheduler import _sender  # noqa: E402
 from analytics_gql.settings import Settings  # noqa: E402
 from analytics_gql.storage import rollups as store  # noqa: E402
 from analytics_gql.storage.engine import Database  # noqa: E402
+from analytics_gql.storage.tables import Shape  # noqa: E402
 
 LO = 788_918_400_000_000
 
@@ -67,7 +68,7 @@ def test_worker_and_three_schedulers_over_redis(db: Database, redis_url: str) ->
     assert all(p.returncode == 0 for p in procs), [p.stderr.read()[-2000:] for p in procs if p.stderr]
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.YEAR].values()) == 1000
+        assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 1000
 
 
 def test_worker_sigkill_mid_actor_then_exact(db: Database, redis_url: str) -> None:
@@ -143,4 +144,4 @@ def test_redis_killed_then_restarted_empty(db: Database, private_redis: PrivateR
         stop(procs)
     assert_exact(db, "UTC")
     with db.read() as conn:
-        assert sum(stored(conn)[Grain.MONTH].values()) == 200
+        assert sum(stored(conn)[(Grain.MONTH, Shape.TOTAL)].values()) == 200

@@ -158,3 +158,37 @@ def test_retention_error_names_the_grain_kept() -> None:
     p = plan([(t, t + 3 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
     assert p.sources() == ["day", TAIL]
     assert RetentionError("x").code == "BAD_USER_INPUT"
+
+
+GRAIN_SETS = [(Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR), (Grain.MONTH, Grain.YEAR), (Grain.HOUR,), ()]
+
+
+@given(windows(), st.sampled_from(ZONES), st.sampled_from(GRAIN_SETS))
+def test_only_grains_keeping_the_shape_are_planned(ws: list[tuple[int, int]], rz_name: str,
+                                                   grains: tuple[Grain, ...]) -> None:
+    """A shape kept by some grains only (storage SHAPE_GRAINS): those grains and raw events still partition."""
+    rz = ZoneInfo(rz_name)
+    p = plan(ws, rollup_zone=rz, watermark=100, horizons=NO_HORIZONS, grains=grains)
+    assert set(p.sources()) <= {g.value for g in grains} | {RAW, TAIL}
+    below = covered(p, rz, [s for s in p.sources() if s != TAIL])
+    for i, (a, b) in enumerate(ws):
+        assert_partition(below[i], a, b)
+        for x0, x1, source in below[i]:
+            if source != RAW:
+                g = Grain(source)
+                assert (x0, x1) == cal.bucket_interval(g, cal.bucket_key(g, x0, rz), rz)
+
+
+def test_missing_shape_falls_back_to_raw_and_names_a_grain_that_keeps_it() -> None:
+    rz = ZoneInfo("UTC")
+    t = cal.to_us(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    # Jan 1 10:00 .. Mar 1: with month and year only, January's partial month is raw, February a month bucket.
+    p = plan([(t + 10 * HOUR_US, t + 60 * DAY_US)], rollup_zone=rz, watermark=1, horizons=NO_HORIZONS,
+             grains=(Grain.MONTH, Grain.YEAR))
+    assert p.sources() == ["month", RAW, TAIL]
+    assert [(r.lo, r.hi) for r in p.runs[RAW]] == [(t + 10 * HOUR_US, t + 31 * DAY_US)]
+    # Raw compacted, hours kept: a shape the hour grain lacks names the finest grain that keeps it.
+    horizons = {**NO_HORIZONS, "raw": t + 100 * DAY_US}
+    with pytest.raises(RetentionError, match="DAY"):
+        plan([(t + 3 * DAY_US, t + 3 * DAY_US + 2 * HOUR_US)], rollup_zone=rz, watermark=1, horizons=horizons,
+             grains=(Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR))

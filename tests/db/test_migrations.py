@@ -5,12 +5,15 @@ from __future__ import annotations
 import pycountry
 import pytest
 from alembic import command
+from rollup_helpers import add_events, assert_exact
 from sqlalchemy import func, inspect, select
 
+from analytics_gql import rollup
 from analytics_gql.settings import Settings
+from analytics_gql.storage import rollups as store
 from analytics_gql.storage import schema
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import countries, metadata
+from analytics_gql.storage.tables import countries, metadata, rollup_horizons
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,3 +67,25 @@ def test_upgrade_twice_is_a_no_op(fresh_db: Database) -> None:
     schema.upgrade(fresh_db)
     with fresh_db.read() as conn:
         assert conn.execute(select(func.count()).select_from(countries)).scalar_one() == len(pycountry.countries)
+
+
+def test_0004_downgrade_rebuilds_rollups_and_refuses_after_raw_compaction(fresh_db: Database) -> None:
+    """Going below 0004 recreates the dropped tables and resets the watermark, so the next pass refolds raw
+    events exactly; once raw events were compacted it refuses (the dropped tables could not be refilled)."""
+    schema.upgrade(fresh_db)
+    day = 86_400_000_000
+    add_events(fresh_db, [(b, c, 1_700_000_000_000_000 + i * day // 7) for i, (b, c) in
+                          enumerate([(1, "US"), (2, None), (1, "IN")] * 20)])
+    rollup.catch_up(fresh_db, fresh_db.settings, progress=False, quiet=True)
+    schema.downgrade(fresh_db, "0003")
+    assert {"views_hour", "views_day", "views_week", "views_hour_by_blog"} <= tables(fresh_db)
+    with fresh_db.read() as conn:
+        assert store.watermark(conn) == 0
+    schema.upgrade(fresh_db)
+    check_no_drift(fresh_db)
+    rollup.catch_up(fresh_db, fresh_db.settings, progress=False, quiet=True)
+    assert_exact(fresh_db, "UTC")
+    with fresh_db.write() as conn:
+        conn.execute(rollup_horizons.insert().values(grain="raw", kept_from=day))
+    with pytest.raises(RuntimeError, match="compacted"):
+        schema.downgrade(fresh_db, "0003")

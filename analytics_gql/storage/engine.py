@@ -46,6 +46,9 @@ def _sqlite_events(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # The default page cache is 2 MB: too small for the indexes a bulk import or a rollup pass maintains.
+        cur.execute("PRAGMA cache_size=-65536")  # KiB: 64 MB per connection, allocated as used
+        cur.execute("PRAGMA temp_store=MEMORY")  # the pass's delta tables and sorts stay off disk
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -14,7 +14,7 @@ from typing import IO, Any
 import orjson
 from sqlalchemy import Connection
 
-from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_view
+from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_views
 from analytics_gql.domain.synthetic import Synthetic
 from analytics_gql.errors import BadInput
 from analytics_gql.storage import ingest
@@ -105,11 +105,13 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
     size = os.fstat(stream.fileno()).st_size if path != "-" else 0
     bar = _bar(progress, total=size or None, unit="B", desc=f"import {kind}")
     lines = 0
+    direct = True  # PostgreSQL: try a plain COPY while batches bring no duplicates (ingest.insert_views)
     try:
         batches = _csv_batches(stream) if is_csv else _ndjson_batches(stream)
         for batch, nbytes in batches:
             with db.write() as conn:
-                part = _store(conn, kind, batch, now_us(), blog_cache)
+                part = _store(conn, kind, batch, now_us(), blog_cache, direct=direct)
+            direct = part.duplicates == 0
             for err in part.errors:
                 if printed < MAX_PRINTED_ERRORS:
                     print(f"line {err.index}: {err.message}", file=sys.stderr)
@@ -261,11 +263,17 @@ def _decode(item: Any) -> Any:
 
 
 def _store(
-    conn: Connection, kind: str, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
+    conn: Connection,
+    kind: str,
+    items: Iterable[tuple[int, Any]],
+    now: int,
+    blog_cache: dict[str, int],
+    *,
+    direct: bool = True,
 ) -> IngestResult:
     """Parse, resolve and store one batch inside the caller's transaction."""
     if kind == "views":
-        return _store_views(conn, items, now, blog_cache)
+        return _store_views(conn, items, now, blog_cache, direct=direct)
     result = IngestResult()
     good: list[tuple[int, Any]] = []
     for index, item in items:
@@ -294,35 +302,37 @@ def _store(
 
 
 def _store_views(
-    conn: Connection, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
+    conn: Connection,
+    items: Iterable[tuple[int, Any]],
+    now: int,
+    blog_cache: dict[str, int],
+    *,
+    direct: bool = True,
 ) -> IngestResult:
     """The hot path: parse every view, resolve blog ids with one query, append the rows in arrival order."""
     result = IngestResult()
     errors = result.errors
-    good: list[tuple[int, Any]] = []
-    append = good.append
-    loads = orjson.loads
+    plain: list[tuple[int, Any]] = []
     for index, item in items:
-        try:
-            d = loads(item) if type(item) is bytes or type(item) is str else _decode(item)
-            append((index, parse_view(d, now)))
-        except orjson.JSONDecodeError as e:
-            errors.append(LineError(index, f"invalid JSON: {e}"))
-        except RecordError as e:
-            errors.append(LineError(index, e.message))
-    missing = {r[1] for _, r in good if r[1] not in blog_cache}
+        if isinstance(item, _CsvRowError):
+            errors.append(LineError(index, item.message))
+        else:
+            plain.append((index, item))
+    good, bad = parse_views(plain, now)
+    errors.extend(LineError(index, message) for index, message in bad)
+    missing = {r[2] for r in good if r[2] not in blog_cache}
     if missing:
         blog_cache.update(ingest.blog_ids(conn, missing))
     rows: list[ingest.ViewRow] = []
     add = rows.append
     get = blog_cache.get
-    for index, r in good:
-        blog_id = get(r[1])
+    for index, event, blog, viewer, country, at in good:
+        blog_id = get(blog)
         if blog_id is None:
-            errors.append(LineError(index, f"unknown blog {r[1]!r}: load the blog first"))
+            errors.append(LineError(index, f"unknown blog {blog!r}: load the blog first"))
         else:
-            add((r[0], blog_id, r[2], r[3], r[4]))
-    stored = ingest.insert_views(conn, rows)
+            add((event, blog_id, viewer, country, at))
+    stored = ingest.insert_views(conn, rows, direct=direct)
     result.accepted = stored
     result.duplicates = len(rows) - stored
     result.rejected = len(errors)

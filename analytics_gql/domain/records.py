@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+import orjson
 import pycountry
 
 from analytics_gql.domain.calendar import EPOCH, MAX_US, MIN_US, UTC
@@ -139,6 +141,70 @@ def parse_view(d: dict[str, Any], now_us: int) -> ViewRecord:
         _country(d, "viewerCountry"),
         now_us if viewed is None or viewed == "" else parse_instant(viewed, "viewedAt"),
     )
+
+
+def parse_views(
+    items: Iterable[tuple[int, Any]], now_us: int
+) -> tuple[list[tuple[int, str | None, str, str | None, str | None, int]], list[tuple[int, str]]]:
+    """Parse and validate a batch of (index, JSON text or dict) views, in order: (index, *ViewRecord) rows, errors.
+
+    The same rules as `parse_view` line by line (a property test holds them equal); the well-formed common line
+    is checked inline here, without a call per field, because this loop is the import's hot path.
+    """
+    rows: list[tuple[int, str | None, str, str | None, str | None, int]] = []
+    errors: list[tuple[int, str]] = []
+    add = rows.append
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    fromisoformat = dt.datetime.fromisoformat
+    codes = COUNTRY_CODES
+    fields = VIEW_FIELDS
+    epoch = EPOCH
+    one_us = _ONE_US
+    for index, item in items:
+        if type(item) is bytes or type(item) is str:
+            try:
+                d = loads(item)
+            except decode_error as e:
+                errors.append((index, f"invalid JSON: {e}"))
+                continue
+        else:
+            d = item
+        if type(d) is dict and d.keys() <= fields:
+            get = d.get
+            event = get("eventId")
+            blog = get("blogId")
+            viewer = get("viewerId")
+            country = get("viewerCountry")
+            viewed = get("viewedAt")
+            if (
+                type(blog) is str
+                and type(event) is str
+                and type(viewer) is str
+                and type(viewed) is str
+                and 0 < len(blog) <= ID_MAX
+                and 0 < len(event) <= ID_MAX
+                and 0 < len(viewer) <= ID_MAX
+                and (country is None or country in codes)
+                and "\x00" not in blog
+                and "\x00" not in event
+                and "\x00" not in viewer
+            ):
+                try:
+                    us = (fromisoformat(viewed) - epoch) // one_us
+                except (ValueError, TypeError):
+                    pass  # naive or malformed: parse_view below says what is wrong, or reads it as UTC
+                else:
+                    if MIN_US <= us < MAX_US:
+                        add((index, event, blog, viewer, country, us))
+                        continue
+        try:
+            r = parse_view(d, now_us)
+        except RecordError as e:
+            errors.append((index, e.message))
+        else:
+            add((index, r[0], r[1], r[2], r[3], r[4]))
+    return rows, errors
 
 
 def _check_fields(d: Any, allowed: frozenset[str]) -> None:

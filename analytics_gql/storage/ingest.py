@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -92,13 +93,17 @@ def _resolve(conn: Connection, table: str, external_ids: Iterable[str]) -> dict[
         cur.close()
 
 
-def insert_views(conn: Connection, rows: Sequence[ViewRow]) -> int:
-    """Append view rows in the given order (ids follow it); a repeated event_id is skipped. Returns rows stored."""
+def insert_views(conn: Connection, rows: Sequence[ViewRow], *, direct: bool = True) -> int:
+    """Append view rows in the given order (ids follow it); a repeated event_id is skipped. Returns rows stored.
+
+    On PostgreSQL, `direct` first tries a plain COPY into view_events (no event id may conflict) and falls back
+    to the staging path when one does; pass False when duplicates are expected (e.g. the previous batch had some).
+    """
     if not rows:
         return 0
     if is_sqlite(conn):
         return _insert_views_sqlite(conn, rows)
-    return _insert_views_pg(conn, rows)
+    return _insert_views_pg(conn, rows, direct=direct)
 
 
 def count_views(conn: Connection) -> int:
@@ -125,14 +130,21 @@ def _insert_views_sqlite(conn: Connection, rows: Sequence[ViewRow]) -> int:
         cur.close()
 
 
-def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow]) -> int:
-    if any(r[0] is not None for r in rows):
-        # Staging + ON CONFLICT, not "pre-check ids, COPY directly": the pre-check was ~25% faster at 200k rows,
-        # but its `event_id = ANY(50k ids)` query was planned as a sequential scan on a freshly grown table and
-        # ran into the statement timeout at 1M rows (docs/BENCHMARKS.md). ON CONFLICT always probes the index.
-        return _pg_staging_rows(conn, rows)
-    # No event ids means nothing can conflict: COPY straight into the table.
-    return _pg_copy(conn, rows)
+def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow], *, direct: bool) -> int:
+    if not any(r[0] is not None for r in rows):
+        return _pg_copy(conn, rows)  # no event ids means nothing can conflict: COPY straight into the table
+    if direct:
+        # Optimistic: a plain COPY into view_events is 3-5x cheaper than staging + INSERT .. ON CONFLICT, and the
+        # unique index on event_id is the check: an id already stored, repeated in the batch, or committed meanwhile
+        # by a concurrent importer (the COPY waits for that transaction, like ON CONFLICT does) raises a unique
+        # violation; the savepoint then undoes the partial COPY and the batch goes through staging, which skips them.
+        # No pre-check query is needed: the index probe the COPY makes anyway is the check.
+        try:
+            with conn.begin_nested():
+                return _pg_copy(conn, rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+    return _pg_staging_rows(conn, rows)
 
 
 def _pg_copy(conn: Connection, rows: Iterable[ViewRow]) -> int:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import marshal
+import multiprocessing
 import os
+import pickle
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -17,6 +20,7 @@ from sqlalchemy import Connection
 from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_views
 from analytics_gql.domain.synthetic import Synthetic
 from analytics_gql.errors import BadInput
+from analytics_gql.settings import Settings
 from analytics_gql.storage import ingest
 from analytics_gql.storage.engine import Database
 
@@ -26,6 +30,7 @@ IMPORT_BATCH = 50_000
 SEED_BATCH = 100_000
 MAX_KEPT_ERRORS = 10_000  # a file of a million bad lines reports the first ones, and counts them all
 MAX_PRINTED_ERRORS = 1_000
+PARSE_IN_CHILD = True  # import views: parse in a forked child process while this one writes
 
 
 @dataclass
@@ -105,13 +110,12 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
     size = os.fstat(stream.fileno()).st_size if path != "-" else 0
     bar = _bar(progress, total=size or None, unit="B", desc=f"import {kind}")
     lines = 0
-    direct = True  # PostgreSQL: try a plain COPY while batches bring no duplicates (ingest.insert_views)
     try:
-        batches = _csv_batches(stream) if is_csv else _ndjson_batches(stream)
-        for batch, nbytes in batches:
-            with db.write() as conn:
-                part = _store(conn, kind, batch, now_us(), blog_cache, direct=direct)
-            direct = part.duplicates == 0
+        if kind == "views":
+            parts = _import_views(db, stream, is_csv, blog_cache)
+        else:
+            parts = _import_dimension(db, kind, stream, is_csv)
+        for part, nbytes in parts:
             for err in part.errors:
                 if printed < MAX_PRINTED_ERRORS:
                     print(f"line {err.index}: {err.message}", file=sys.stderr)
@@ -130,6 +134,130 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
     elapsed = time.perf_counter() - started
     print(f"{kind}: {result.summary()} in {elapsed:.1f} s ({lines / max(elapsed, 1e-9):,.0f} lines/s)")
     return result
+
+
+def _import_dimension(
+    db: Database, kind: str, stream: IO[bytes], is_csv: bool
+) -> Iterator[tuple[IngestResult, int]]:
+    """Authors or blogs, one transaction a batch."""
+    for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
+        with db.write() as conn:
+            part = _store(conn, kind, batch, now_us(), {})
+        yield part, nbytes
+
+
+def _import_views(
+    db: Database, stream: IO[bytes], is_csv: bool, blog_cache: dict[str, int]
+) -> Iterator[tuple[IngestResult, int]]:
+    """Views: parsed one batch ahead in a child process (2 cores) while this one stores, one transaction a batch."""
+    direct = True  # PostgreSQL: try a plain COPY while batches bring no duplicates (ingest.insert_views)
+    with db.engine.connect() as base:
+        conn = base.execution_options(write=True)  # as Database.write: SQLite takes the writer lock at BEGIN
+        with ingest.bulk_loading(conn):
+            for batch in _parsed_view_batches(db, stream, is_csv):
+                with conn.begin():
+                    part = _store_resolved_views(conn, batch, blog_cache, direct=direct)
+                direct = part.duplicates == 0
+                yield part, batch[3]
+
+
+ParsedView = tuple[int, str | None, str, str | None, str | None, int]  # (index, *ViewRecord)
+# A batch ready to store: rows with stored blog ids, in line order; (position in rows, parsed view) for the few
+# whose blog the parser did not find (the writer looks again inside its transaction); (index, reason); bytes read.
+ResolvedViews = tuple[list[ingest.ViewRow], list[tuple[int, ParsedView]], list[tuple[int, str]], int]
+
+
+def _resolved_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Iterator[ResolvedViews]:
+    """Read, parse and validate batches of views, and map their blog ids with a read transaction of its own."""
+    cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
+    for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
+        plain: list[tuple[int, Any]] = []
+        errors: list[tuple[int, str]] = []
+        for index, item in batch:
+            if isinstance(item, _CsvRowError):
+                errors.append((index, item.message))
+            else:
+                plain.append((index, item))
+        good, bad = parse_views(plain, now_us())
+        errors.extend(bad)
+        missing = {r[2] for r in good if r[2] not in cache}
+        if missing:
+            with db.read() as conn:
+                cache.update(ingest.blog_ids(conn, missing))
+        rows: list[ingest.ViewRow] = []
+        add = rows.append
+        pending: list[tuple[int, ParsedView]] = []
+        get = cache.get
+        for r in good:
+            blog_id = get(r[2])
+            if blog_id is None:
+                pending.append((len(rows), r))
+            else:
+                add((r[1], blog_id, r[3], r[4], r[5]))
+        yield rows, pending, errors, nbytes
+
+
+def _parsed_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Iterator[ResolvedViews]:
+    """`_resolved_view_batches` run in a forked child process, so parsing overlaps the database writes.
+
+    Batches come back in order over a pipe (marshal: ~1 us a row to load); the pipe's small buffer keeps the
+    child at most about one batch ahead. Without fork (not Linux), parse here, in turn with the writes.
+    """
+    if not PARSE_IN_CHILD or "fork" not in multiprocessing.get_all_start_methods():
+        yield from _resolved_view_batches(db, stream, is_csv)
+        return
+    # The child uses no inherited connection: it reads `stream` and opens its own engine for blog ids.
+    ctx = multiprocessing.get_context("fork")
+    # multiprocessing closes stdin in a child: hand it a copy of the descriptor instead (closed here once forked)
+    copy = os.fdopen(os.dup(stream.fileno()), "rb") if stream is sys.stdin.buffer else None
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(
+        target=_view_parser,
+        args=(send, db.settings, copy or stream, is_csv),
+        name="analytics-gql-parse",
+        daemon=True,
+    )
+    try:
+        child.start()
+    finally:
+        send.close()
+        if copy is not None:
+            copy.close()
+    try:
+        while True:
+            try:
+                message = receive.recv_bytes()
+            except EOFError:
+                raise RuntimeError(f"the parser process ended unexpectedly (exit code {child.exitcode})") from None
+            tag, body = message[:1], memoryview(message)[1:]
+            if tag == b"D":
+                break
+            if tag == b"E":
+                raise pickle.loads(body)
+            yield marshal.loads(body)
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.terminate()  # the consumer stopped early (an error while storing): no one reads the rest
+        child.join()
+
+
+def _view_parser(send: Any, settings: Settings, stream: IO[bytes], is_csv: bool) -> None:
+    """The child process: parse batches and send them; an exception travels back to be raised in the parent."""
+    db = Database(settings, pool_size=1)
+    try:
+        for batch in _resolved_view_batches(db, stream, is_csv):
+            send.send_bytes(b"B" + marshal.dumps(batch))
+        send.send_bytes(b"D")
+    except BaseException as e:  # noqa: BLE001 - anything, including decoding errors, belongs to the parent
+        try:
+            payload = pickle.dumps(e)
+        except Exception:  # noqa: BLE001 - an unpicklable exception still has a message
+            payload = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
+        send.send_bytes(b"E" + payload)
+    finally:
+        send.close()
+        db.dispose()
 
 
 def seed(
@@ -263,17 +391,11 @@ def _decode(item: Any) -> Any:
 
 
 def _store(
-    conn: Connection,
-    kind: str,
-    items: Iterable[tuple[int, Any]],
-    now: int,
-    blog_cache: dict[str, int],
-    *,
-    direct: bool = True,
+    conn: Connection, kind: str, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
 ) -> IngestResult:
     """Parse, resolve and store one batch inside the caller's transaction."""
     if kind == "views":
-        return _store_views(conn, items, now, blog_cache, direct=direct)
+        return _store_views(conn, items, now, blog_cache)
     result = IngestResult()
     good: list[tuple[int, Any]] = []
     for index, item in items:
@@ -302,36 +424,59 @@ def _store(
 
 
 def _store_views(
-    conn: Connection,
-    items: Iterable[tuple[int, Any]],
-    now: int,
-    blog_cache: dict[str, int],
-    *,
-    direct: bool = True,
+    conn: Connection, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
 ) -> IngestResult:
-    """The hot path: parse every view, resolve blog ids with one query, append the rows in arrival order."""
-    result = IngestResult()
-    errors = result.errors
+    """Parse views (JSON text or dicts) and store them."""
     plain: list[tuple[int, Any]] = []
+    csv_errors: list[tuple[int, str]] = []
     for index, item in items:
         if isinstance(item, _CsvRowError):
-            errors.append(LineError(index, item.message))
+            csv_errors.append((index, item.message))
         else:
             plain.append((index, item))
     good, bad = parse_views(plain, now)
+    return _store_parsed_views(conn, good, csv_errors + bad, blog_cache)
+
+
+def _store_parsed_views(
+    conn: Connection,
+    good: list[ParsedView],
+    bad: list[tuple[int, str]],
+    blog_cache: dict[str, int],
+) -> IngestResult:
+    """Resolve blog ids with one query, append the rows in arrival order, count the rest."""
+    return _store_resolved_views(conn, ([], list(enumerate(good)), bad, 0), blog_cache)
+
+
+def _store_resolved_views(
+    conn: Connection, batch: ResolvedViews, blog_cache: dict[str, int], *, direct: bool = True
+) -> IngestResult:
+    """The hot path: look up the blogs still unknown inside this transaction, then append the rows in order."""
+    rows, pending, bad, _ = batch
+    result = IngestResult()
+    errors = result.errors
     errors.extend(LineError(index, message) for index, message in bad)
-    missing = {r[2] for r in good if r[2] not in blog_cache}
-    if missing:
-        blog_cache.update(ingest.blog_ids(conn, missing))
-    rows: list[ingest.ViewRow] = []
-    add = rows.append
-    get = blog_cache.get
-    for index, event, blog, viewer, country, at in good:
-        blog_id = get(blog)
-        if blog_id is None:
-            errors.append(LineError(index, f"unknown blog {blog!r}: load the blog first"))
-        else:
-            add((event, blog_id, viewer, country, at))
+    if pending:
+        missing = {r[2] for _, r in pending if r[2] not in blog_cache}
+        if missing:
+            blog_cache.update(ingest.blog_ids(conn, missing))
+        found: list[tuple[int, ingest.ViewRow]] = []
+        get = blog_cache.get
+        for position, (index, event, blog, viewer, country, at) in pending:
+            blog_id = get(blog)
+            if blog_id is None:
+                errors.append(LineError(index, f"unknown blog {blog!r}: load the blog first"))
+            else:
+                found.append((position, (event, blog_id, viewer, country, at)))
+        if found:  # rare: a blog stored after the parser looked; put each row back in its place in line order
+            merged: list[ingest.ViewRow] = []
+            last = 0
+            for position, row in found:
+                merged.extend(rows[last:position])
+                merged.append(row)
+                last = position
+            merged.extend(rows[last:])
+            rows = merged
     stored = ingest.insert_views(conn, rows, direct=direct)
     result.accepted = stored
     result.duplicates = len(rows) - stored

@@ -120,7 +120,7 @@ def parse_view(d: dict[str, Any], now_us: int) -> ViewRecord:
             and 0 < len(blog) <= ID_MAX
             and 0 < len(event) <= ID_MAX
             and 0 < len(viewer) <= ID_MAX
-            and (country is None or country in COUNTRY_CODES)
+            and (country is None or (type(country) is str and country in COUNTRY_CODES))
             and type(viewed) is str
             and "\x00" not in blog + event + viewer
         ):
@@ -185,7 +185,7 @@ def parse_views(
                 and 0 < len(blog) <= ID_MAX
                 and 0 < len(event) <= ID_MAX
                 and 0 < len(viewer) <= ID_MAX
-                and (country is None or country in codes)
+                and (country is None or (type(country) is str and country in codes))
                 and "\x00" not in blog
                 and "\x00" not in event
                 and "\x00" not in viewer

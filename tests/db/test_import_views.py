@@ -1,0 +1,186 @@
+"""import_path for views (child-process parser, PostgreSQL direct COPY with staging fallback, SQLite bulk settings):
+exact rows, line numbers and counts against an independent reading of the file, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from analytics_gql import loading
+from analytics_gql.domain.records import RecordError, parse_view
+from analytics_gql.storage import ingest
+from analytics_gql.storage.engine import Database
+from analytics_gql.storage.tables import blogs, view_events
+
+NOW = 1_750_000_000_000_000
+BLOGS = ("b1", "b2", "b3")
+
+
+def load_dims(db: Database) -> None:
+    r = loading.ingest_records(db, "authors", [{"id": "a1", "name": "Abebe"}])
+    assert r.accepted == 1
+    r = loading.ingest_records(
+        db, "blogs", [{"id": b, "title": b, "authorId": "a1", "createdAt": "2025-01-01T00:00:00Z"} for b in BLOGS]
+    )
+    assert r.accepted == len(BLOGS)
+
+
+def stored(db: Database) -> list[tuple[Any, ...]]:
+    with db.read() as conn:
+        q = (
+            select(view_events.c.event_id, blogs.c.external_id, view_events.c.viewer_id,
+                   view_events.c.viewer_country, view_events.c.viewed_at)
+            .join(blogs, blogs.c.id == view_events.c.blog_id)
+            .order_by(view_events.c.id)
+        )
+        return [tuple(r) for r in conn.execute(q)]
+
+
+def messy_lines(tag: str, n: int, *, first_event: int = 0) -> list[bytes]:
+    """Views with every kind of line: good, repeated ids, id-less, unknown blog, bad JSON, bad fields, blank."""
+    out: list[bytes] = []
+    for i in range(n):
+        k = first_event + i
+        item: dict[str, Any] = {
+            "eventId": f"e{k % 45}", "blogId": BLOGS[k % 3], "viewerId": f"{tag}{i}",
+            "viewerCountry": ["KE", None, "US"][k % 3], "viewedAt": f"2025-02-01T12:{k % 60:02d}:00Z",
+        }
+        if i % 11 == 3:
+            del item["eventId"]
+        if i % 13 == 5:
+            item["blogId"] = "ghost"
+        if i % 17 == 7:
+            item["viewerCountry"] = "ke"
+        if i % 19 == 2:
+            item["viewedAt"] = f"2025-02-01T{k % 24:02d}:00:00"  # naive: read as UTC
+        line = orjson.dumps(item)
+        if i % 23 == 9:
+            line = line[:-3]
+        out.append(line)
+        if i % 29 == 4:
+            out.append(b"   ")
+    return out
+
+
+def expected(lines: list[bytes], seen: set[str]) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]], int]:
+    """What the contract says happens to these lines, one by one: rows stored, (line, reason), duplicates."""
+    rows, errors, dups = [], [], 0
+    for n, line in enumerate((line + b"\n" for line in lines), 1):  # as read from the file, newline included
+        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if not line.strip():
+            continue
+        try:
+            r = parse_view(orjson.loads(line), NOW)
+        except orjson.JSONDecodeError as e:
+            errors.append((n, f"invalid JSON: {e}"))
+            continue
+        except RecordError as e:
+            errors.append((n, e.message))
+            continue
+        if r.blog_external_id not in BLOGS:
+            errors.append((n, f"unknown blog {r.blog_external_id!r}: load the blog first"))
+        elif r.event_id is not None and r.event_id in seen:
+            dups += 1
+        else:
+            if r.event_id is not None:
+                seen.add(r.event_id)
+            rows.append(tuple(r))
+    return rows, errors, dups
+
+
+@pytest.fixture(params=[True, False], ids=["child", "in-process"])
+def parser_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(loading, "PARSE_IN_CHILD", request.param)
+    monkeypatch.setattr(loading, "IMPORT_BATCH", 7)  # many batches: boundaries, and direct/staging switching
+    return bool(request.param)
+
+
+def test_import_is_exact_across_batches_and_files(
+    db: Database, tmp_path: Path, parser_mode: bool, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_dims(db)
+    monkeypatch.setattr(loading, "now_us", lambda: NOW)  # views without viewedAt (none here, but exact anyway)
+    first = [b"\xef\xbb\xbf" + messy_lines("a", 1)[0], *messy_lines("a", 120)[1:]]
+    second = messy_lines("b", 90, first_event=30)  # ids e30..: some stored by the first file, some new
+    seen: set[str] = set()
+    want_rows: list[tuple[Any, ...]] = []
+    for name, lines in (("first.ndjson", first), ("second.ndjson", second)):
+        (tmp_path / name).write_bytes(b"\n".join(lines) + b"\n")
+        rows, errors, dups = expected(lines, seen)
+        got = loading.import_path(db, "views", str(tmp_path / name), progress=False)
+        assert (got.accepted, got.duplicates, got.rejected) == (len(rows), dups, len(errors))
+        assert [(e.index, e.message) for e in got.errors] == errors
+        printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("line ")]
+        assert printed == [f"line {n}: {m}" for n, m in errors]
+        want_rows += rows
+        assert stored(db) == want_rows
+    assert len(want_rows) > 40 and len(seen) == 45  # the files did exercise duplicates and new ids
+
+
+def test_a_blog_stored_after_the_parser_looked_keeps_its_place(db: Database) -> None:
+    load_dims(db)
+    with db.read() as conn:
+        ids = ingest.blog_ids(conn, BLOGS)
+    rows: list[ingest.ViewRow] = [("p0", ids["b1"], None, None, NOW), ("p3", ids["b1"], None, None, NOW + 3)]
+    pending = [
+        (0, (0, "late-a", "b2", None, None, NOW - 1)),  # before p0
+        (1, (1, "late-b", "b3", "KE", None, NOW + 1)),  # between p0 and p3
+        (1, (2, "gone", "nowhere", None, None, NOW + 2)),  # still unknown: rejected with its line
+        (2, (4, "late-c", "b2", None, None, NOW + 4)),  # after p3
+    ]
+    with db.write() as conn:
+        result = loading._store_resolved_views(conn, (rows, pending, [(9, "bad")], 0), {})
+    assert (result.accepted, result.duplicates, result.rejected) == (5, 0, 2)
+    assert [(e.index, e.message) for e in result.errors] == [
+        (2, "unknown blog 'nowhere': load the blog first"), (9, "bad")]
+    assert [r[0] for r in stored(db)] == ["late-a", "p0", "late-b", "p3", "late-c"]
+
+
+def test_concurrent_importers_store_each_event_once(db: Database, tmp_path: Path, parser_mode: bool) -> None:
+    load_dims(db)
+    n = 400
+    files = {}
+    for tag, start in (("A", 0), ("B", 150)):  # ids e150..e399 are in both files, in the same order
+        lines = [orjson.dumps({"eventId": f"e{k}", "blogId": BLOGS[k % 3], "viewerId": tag,
+                               "viewedAt": "2025-02-01T12:00:00Z"}) for k in range(start, start + n)]
+        files[tag] = tmp_path / f"{tag}.ndjson"
+        files[tag].write_bytes(b"\n".join(lines) + b"\n")
+    results: dict[str, loading.IngestResult] = {}
+    failures: list[BaseException] = []
+
+    def run(tag: str) -> None:
+        try:
+            results[tag] = loading.import_path(db, "views", str(files[tag]), progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            failures.append(e)
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    rows = stored(db)
+    assert sorted(int(r[0][1:]) for r in rows) == list(range(0, 150 + n))  # every id once
+    assert results["A"].accepted + results["B"].accepted == 150 + n
+    assert results["A"].duplicates + results["B"].duplicates == 2 * n - (150 + n)
+    for tag, start in (("A", 0), ("B", 150)):
+        mine = [int(r[0][1:]) for r in rows if r[2] == tag]
+        assert len(mine) == results[tag].accepted
+        assert mine == sorted(mine)  # each importer's rows in its line order (ids follow arrival)
+        assert all(start <= k < start + n for k in mine)
+
+
+def test_a_parser_failure_is_raised_here(db: Database, tmp_path: Path, parser_mode: bool) -> None:
+    load_dims(db)
+    path = tmp_path / "views.csv"
+    path.write_bytes(b"eventId,blogId\nx1,b1\n" + b"x2,b\xff\n")
+    with pytest.raises(UnicodeDecodeError):
+        loading.import_path(db, "views", str(path), progress=False)

@@ -166,10 +166,12 @@ def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow], *, direct: bool)
         # by a concurrent importer (the COPY waits for that transaction, like ON CONFLICT does) raises a unique
         # violation; the savepoint then undoes the partial COPY and the batch goes through staging, which skips them.
         # No pre-check query is needed: the index probe the COPY makes anyway is the check.
+        # Two importers copying the same new ids in crossed orders wait on each other; PostgreSQL aborts one
+        # (deadlock detected): its savepoint rollback frees the other, and it goes through staging as well.
         try:
             with conn.begin_nested():
                 return _pg_copy(conn, rows)
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
             pass
     return _pg_staging_rows(conn, rows)
 

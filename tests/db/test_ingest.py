@@ -194,3 +194,33 @@ def test_pg_concurrent_writer_of_the_same_event_id_wins_once(db: Database) -> No
     t.join(timeout=30)
     assert result == [1]
     assert sorted(r[0] for r in stored_views(db)) == ["calm", "race"]
+
+
+@pytest.mark.parametrize("error", ["UniqueViolation", "DeadlockDetected"])
+def test_pg_direct_copy_falls_back_to_staging(db: Database, monkeypatch: pytest.MonkeyPatch, error: str) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL direct COPY path")
+    import psycopg
+
+    load_dims(db)
+    with db.read() as conn:
+        b1 = ingest.blog_ids(conn, ["b1"])["b1"]
+    with db.write() as conn:
+        assert ingest.insert_views(conn, [("old", b1, None, None, T0_US)]) == 1  # direct: nothing conflicts
+    real_copy = ingest._pg_copy
+    calls: list[int] = []
+
+    def copy_then_fail(conn, rows):  # type: ignore[no-untyped-def]
+        calls.append(len(rows))
+        real_copy(conn, rows[:1])  # a partial COPY, undone by the savepoint
+        raise getattr(psycopg.errors, error)("simulated")
+
+    monkeypatch.setattr(ingest, "_pg_copy", copy_then_fail)
+    rows = [("new1", b1, "u", "KE", T0_US + 1), ("old", b1, None, None, T0_US), ("new2", b1, None, None, T0_US + 2)]
+    with db.write() as conn:
+        assert ingest.insert_views(conn, rows) == 2
+    assert calls == [3]
+    assert [r[0] for r in stored_views(db)] == ["old", "new1", "new2"]
+    with db.write() as conn:
+        assert ingest.insert_views(conn, rows, direct=False) == 0  # staging only: no COPY attempt
+    assert calls == [3]

@@ -11,7 +11,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -21,7 +21,6 @@ from sqlalchemy import Connection
 from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_views
 from analytics_gql.domain.synthetic import Synthetic
 from analytics_gql.errors import BadInput
-from analytics_gql.settings import Settings
 from analytics_gql.storage import ingest
 from analytics_gql.storage.engine import Database
 
@@ -168,8 +167,10 @@ ParsedView = tuple[int, str | None, str, str | None, str | None, int]  # (index,
 ResolvedViews = tuple[list[ingest.ViewRow], list[tuple[int, ParsedView]], list[tuple[int, str]], int]
 
 
-def _resolved_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Iterator[ResolvedViews]:
-    """Read, parse and validate batches of views, and map their blog ids with a read transaction of its own."""
+def _resolved_view_batches(
+    stream: IO[bytes], is_csv: bool, lookup: Callable[[list[str]], dict[str, int]]
+) -> Iterator[ResolvedViews]:
+    """Read, parse and validate batches of views, and map their blog ids through `lookup` (once per blog)."""
     cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
     for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
         plain: list[tuple[int, Any]] = batch
@@ -185,8 +186,7 @@ def _resolved_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Ite
         errors.extend(bad)
         missing = {r[2] for r in good if r[2] not in cache}
         if missing:
-            with db.read() as conn:
-                cache.update(ingest.blog_ids(conn, missing))
+            cache.update(lookup(sorted(missing)))
         rows: list[ingest.ViewRow] = []
         add = rows.append
         pending: list[tuple[int, ParsedView]] = []
@@ -200,67 +200,90 @@ def _resolved_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Ite
         yield rows, pending, errors, nbytes
 
 
+def _blog_lookup(db: Database) -> Callable[[list[str]], dict[str, int]]:
+    """Blog ids read in a read transaction of their own."""
+
+    def lookup(external_ids: list[str]) -> dict[str, int]:
+        with db.read() as conn:
+            return ingest.blog_ids(conn, external_ids)
+
+    return lookup
+
+
 def _parsed_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Iterator[ResolvedViews]:
     """`_resolved_view_batches` run in a forked child process, so parsing overlaps the database writes.
 
     Batches come back in order over a pipe (marshal: ~1 us a row to load); the pipe's small buffer keeps the
-    child at most about one batch ahead. Without fork (not Linux), parse here, in turn with the writes.
+    child at most about one batch ahead. The child touches no database and no lock: a process with threads (the
+    test suite, an embedded server) may fork while another thread holds SQLite's or a driver's mutex, which the
+    child would then wait for forever. So it asks this process for the blog ids it has not seen yet, and ends with
+    os._exit, without flushing standard streams another thread may have held. Without fork, parse here, in turn.
     """
+    lookup = _blog_lookup(db)
     if not PARSE_IN_CHILD or "fork" not in multiprocessing.get_all_start_methods():
-        yield from _resolved_view_batches(db, stream, is_csv)
+        yield from _resolved_view_batches(stream, is_csv, lookup)
         return
-    # The child uses no inherited connection: it reads `stream` and opens its own engine for blog ids.
     ctx = multiprocessing.get_context("fork")
     # multiprocessing closes stdin in a child: hand it a copy of the descriptor instead (closed here once forked)
     copy = os.fdopen(os.dup(stream.fileno()), "rb") if stream is sys.stdin.buffer else None
-    receive, send = ctx.Pipe(duplex=False)
+    parent_end, child_end = ctx.Pipe(duplex=True)
     child = ctx.Process(
-        target=_view_parser,
-        args=(send, db.settings, copy or stream, is_csv),
-        name="analytics-gql-parse",
-        daemon=True,
+        target=_view_parser, args=(child_end, copy or stream, is_csv), name="analytics-gql-parse", daemon=True
     )
     try:
         child.start()
     finally:
-        send.close()
+        child_end.close()
         if copy is not None:
             copy.close()
     try:
         while True:
             try:
-                message = receive.recv_bytes()
+                message = parent_end.recv_bytes()
             except EOFError:
                 raise RuntimeError(f"the parser process ended unexpectedly (exit code {child.exitcode})") from None
             tag, body = message[:1], memoryview(message)[1:]
-            if tag == b"D":
-                break
-            if tag == b"E":
+            if tag == b"B":
+                yield marshal.loads(body)
+            elif tag == b"Q":  # blog ids the child has not seen yet
+                parent_end.send_bytes(marshal.dumps(lookup(marshal.loads(body))))
+            elif tag == b"E":
                 raise pickle.loads(body)
-            yield marshal.loads(body)
+            else:
+                break
     finally:
-        receive.close()
+        parent_end.close()
         if child.is_alive():
             child.terminate()  # the consumer stopped early (an error while storing): no one reads the rest
         child.join()
 
 
-def _view_parser(send: Any, settings: Settings, stream: IO[bytes], is_csv: bool) -> None:
+def _view_parser(pipe: Any, stream: IO[bytes], is_csv: bool) -> None:
     """The child process: parse batches and send them; an exception travels back to be raised in the parent."""
-    db = Database(settings, pool_size=1)
+
+    def lookup(external_ids: list[str]) -> dict[str, int]:
+        pipe.send_bytes(b"Q" + marshal.dumps(external_ids))
+        found: dict[str, int] = marshal.loads(pipe.recv_bytes())
+        return found
+
+    code = 0
     try:
-        for batch in _resolved_view_batches(db, stream, is_csv):
-            send.send_bytes(b"B" + marshal.dumps(batch))
-        send.send_bytes(b"D")
+        for batch in _resolved_view_batches(stream, is_csv, lookup):
+            pipe.send_bytes(b"B" + marshal.dumps(batch))
+        pipe.send_bytes(b"D")
     except BaseException as e:  # noqa: BLE001 - anything, including decoding errors, belongs to the parent
+        code = 1
         try:
             payload = pickle.dumps(e)
         except Exception:  # noqa: BLE001 - an unpicklable exception still has a message
             payload = pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
-        send.send_bytes(b"E" + payload)
+        try:
+            pipe.send_bytes(b"E" + payload)
+        except OSError:
+            pass  # the parent is gone
     finally:
-        send.close()
-        db.dispose()
+        pipe.close()
+        os._exit(code)
 
 
 def seed(

@@ -83,7 +83,7 @@ def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
     views = dict.fromkeys(range(2 * len(periods)), 0)
     for i, _k, _label, v, _blogs in agg.rows:
         views[i] = v
-    created = store.blogs_created(conn, current, q.filter)
+    created = store.blogs_created(conn, current, q.filter, ctx)
     n = len(periods)
     points = [
         Point(start=p.start, end=p.end, label=blogs_label(p.label, created.get(i, 0)), views=views[i],

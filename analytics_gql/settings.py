@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     max_ingest_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     redis_timeout: float = Field(default=2.0, gt=0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # Per-process cache of the rollup part of answers (storage/query_cache.py): on/off, and its bounds.
+    query_cache: bool = True
+    query_cache_entries: int = Field(default=1_024, ge=1)
+    query_cache_rows: int = Field(default=2_000_000, ge=1)
 
     @field_validator("timezone")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from analytics_gql.settings import Settings
+from analytics_gql.storage.query_cache import QueryCache
 
 
 def normalise_url(url: str) -> str:
@@ -68,6 +69,9 @@ class Database:
     def __init__(self, settings: Settings, *, pool_size: int = 5) -> None:
         self.settings = settings
         self.engine = make_engine(settings, pool_size=pool_size)
+        # One per Database (so per process and per database): storage/queries.py finds it on read connections.
+        self.query_cache: QueryCache | None = (
+            QueryCache(settings.query_cache_entries, settings.query_cache_rows) if settings.query_cache else None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -79,6 +83,7 @@ class Database:
         with self.engine.connect() as conn:
             if not self.sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            conn = conn.execution_options(query_cache=self.query_cache)
             with conn.begin():
                 yield conn
 

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from analytics_gql.storage.engine import is_sqlite
-from analytics_gql.storage.tables import authors, blogs, view_events
+from analytics_gql.storage.tables import DIMENSIONS_VERSION, authors, blogs, bump_version, view_events
 
 # A view row as stored: (event_id, blog_id, viewer_id, viewer_country, viewed_at us).
 ViewRow = tuple[str | None, int, str | None, str | None, int]
@@ -39,6 +39,8 @@ def upsert_authors(conn: Connection, rows: Sequence[tuple[str, str, str | None]]
         set_={"name": ins.excluded.name, "country_code": ins.excluded.country_code},
     )
     conn.execute(stmt, [{"external_id": e, "name": n, "country_code": c} for e, n, c in last.values()])
+    # Same transaction: readers' caches of filtered and grouped answers key on this version (query_cache.py).
+    bump_version(conn, DIMENSIONS_VERSION)
 
 
 def upsert_blogs(conn: Connection, rows: Sequence[tuple[str, str, int, str | None, int]]) -> None:
@@ -63,6 +65,7 @@ def upsert_blogs(conn: Connection, rows: Sequence[tuple[str, str, int, str | Non
             for e, t, a, c, at in last.values()
         ],
     )
+    bump_version(conn, DIMENSIONS_VERSION)
 
 
 def author_ids(conn: Connection, external_ids: Iterable[str]) -> dict[str, int]:

@@ -11,14 +11,22 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from analytics_gql.domain import filters as F
-from analytics_gql.domain.calendar import Grain, bucket_interval
+from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run, plan
 from analytics_gql.domain.queries import Dimension, SourceUse
-from analytics_gql.storage import rollups as rollup_store
-from analytics_gql.storage.tables import SHAPE_GRAINS, SHAPE_KEYS, UNKNOWN_COUNTRY, Shape, rollup_tables
+from analytics_gql.storage.query_cache import QueryCache
+from analytics_gql.storage.tables import (
+    DIMENSIONS_VERSION,
+    ROLLUPS_VERSION,
+    SHAPE_GRAINS,
+    SHAPE_KEYS,
+    UNKNOWN_COUNTRY,
+    Shape,
+    rollup_tables,
+)
 
 # Up to this many events above the watermark, the tail is read through the id index.
 SMALL_TAIL = 200_000
@@ -34,17 +42,47 @@ class ReadContext:
     as_of: int
     watermark_time: int | None
     max_id: int
+    dimensions_version: int | None = None
+    rollups_version: int | None = None
+
+    @property
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Everything the rows at or below the watermark depend on: equal fingerprints, equal rollup parts."""
+        zone = self.rollup_zone.key if self.rollup_zone is not None else None
+        return (self.watermark, zone, tuple(sorted(self.horizons.items())), self.dimensions_version,
+                self.rollups_version)
+
+
+_CONTEXT_SQL = text(
+    "SELECT 's', watermark, timezone, last_run_at FROM rollup_state WHERE id = 1 "
+    "UNION ALL SELECT 'm', MAX(id), NULL, NULL FROM view_events "
+    "UNION ALL SELECT 'v' || name, version, NULL, NULL FROM data_versions "
+    "UNION ALL SELECT 'h' || grain, kept_from, NULL, NULL FROM rollup_horizons")
 
 
 def read_context(conn: Connection) -> ReadContext:
-    """Watermark, the zone the local rollups were built in, and retention horizons."""
-    state = rollup_store.read_state(conn)
+    """Watermark, the zone the local rollups were built in, retention horizons, max id and data versions.
+
+    One statement (one round trip per request instead of four).
+    """
     now = time.time_ns() // 1000
-    max_id = rollup_store.max_event_id(conn)
+    state: tuple[int, str, int | None] | None = None
+    max_id = 0
+    versions: dict[str, int] = {}
+    horizons = {RAW: 0, **{g.value: 0 for g in GRAINS}}
+    for kind, value, zone, last_run in conn.execute(_CONTEXT_SQL):
+        if kind == "s":
+            state = (int(value), str(zone), None if last_run is None else int(last_run))
+        elif kind == "m":
+            max_id = int(value or 0)
+        elif kind[0] == "v":
+            versions[kind[1:]] = int(value)
+        else:
+            horizons[kind[1:]] = int(value)
+    dims, rolls = versions.get(DIMENSIONS_VERSION), versions.get(ROLLUPS_VERSION)
     if state is None:
-        return ReadContext(0, None, {}, now, None, max_id)
-    return ReadContext(state.watermark, ZoneInfo(state.timezone), rollup_store.horizons(conn), now,
-                       state.last_run_at, max_id)
+        return ReadContext(0, None, {}, now, None, max_id, dims, rolls)
+    return ReadContext(state[0], ZoneInfo(state[1]), horizons, now, state[2], max_id, dims, rolls)
 
 
 def data_start(conn: Connection, ctx: ReadContext) -> int | None:
@@ -129,14 +167,14 @@ def rollup_shape(dim: Dimension | None, f: F.Filter) -> Shape:
     return Shape.FULL
 
 
-def _members(p: Plan, shape: Shape, dim: Dimension | None, f: F.Filter, params: _Params, *,
-             small_tail: bool, max_id: int) -> tuple[list[str], list[str]]:
-    """The CTEs of plan runs and the union members (src, pidx, gkey, blog_id, views) over them."""
+def _members(p: Plan, sources: list[str], shape: Shape, dim: Dimension | None, f: F.Filter, params: _Params,
+             *, small_tail: bool, max_id: int) -> tuple[list[str], list[str]]:
+    """The CTEs of the runs of `sources` and the union members (src, pidx, gkey, blog_id, views) over them."""
     ctes: list[str] = []
     members: list[str] = []
     joins_b = _needs_blogs(f, dim)
     joins_a = F.mentions(f, F.Field.AUTHOR)
-    for source in p.sources():
+    for source in sources:
         runs = p.runs[source]
         cte = f"plan_{source}"
         ctes.append(_values_cte(cte, runs))
@@ -187,69 +225,181 @@ class Aggregate:
     sources: list[SourceUse]
 
 
-def _key_label(dim: Dimension | None, dialect: str) -> tuple[str, str, str, str]:
-    """Join, key and label expressions over the grouped CTE g, and the ORDER BY key expression."""
-    coll = ' COLLATE "C"' if dialect == "postgresql" else ""
-    if dim is Dimension.BLOG:
-        return "JOIN blogs d ON d.id = g.gkey", "d.external_id", "d.title", f"d.external_id{coll}"
-    if dim is Dimension.AUTHOR:
-        return "JOIN authors d ON d.id = g.gkey", "d.external_id", "d.name", f"d.external_id{coll}"
-    if dim in (Dimension.COUNTRY, Dimension.VIEWER_COUNTRY):
-        return ("LEFT JOIN countries d ON d.code = g.gkey", "g.gkey", "COALESCE(d.name, 'Unknown')",
-                f"g.gkey{coll}")
-    return "", "''", "''", "g.pidx"
+Row = tuple[int, str, str, int, int]
+GroupKey = tuple[int, Any]
+
+
+@dataclass
+class _Part:
+    """Views per (pidx, group key), distinct blogs per group (when asked for) and rows per source.
+
+    Stored in the query cache and shared between threads: never mutated after `_fixed_part` returns, except
+    `ranked`, which is filled once (idempotently) when a request finds no tail rows to add.
+    """
+
+    views: dict[GroupKey, int]
+    blogs: dict[GroupKey, frozenset[int]] | None
+    counts: dict[str, int]
+    ranked: list[Row] | None = None
+
+    @property
+    def size(self) -> int:
+        """Rows held, for the cache's bound."""
+        return len(self.views) + (sum(len(b) for b in self.blogs.values()) if self.blogs is not None else 0)
+
+
+def _cache_of(conn: Connection) -> QueryCache | None:
+    """The Database's query cache, set on its read connections (None: disabled, or not a read transaction)."""
+    cache = conn.get_execution_options().get("query_cache")
+    return cache if isinstance(cache, QueryCache) else None
+
+
+def _needs_blog_sets(dim: Dimension | None) -> bool:
+    return dim in (Dimension.AUTHOR, Dimension.COUNTRY, Dimension.VIEWER_COUNTRY)
+
+
+def _fixed_part(conn: Connection, ctx: ReadContext, p: Plan, sources: list[str], shape: Shape,
+                dim: Dimension | None, f: F.Filter) -> _Part:
+    """The rollup buckets and raw edges (ids <= watermark) of the plan, grouped; from the cache when it has them."""
+    params = _Params()
+    ctes, members = _members(p, sources, shape, dim, f, params, small_tail=True, max_id=ctx.max_id)
+    blog_sets = _needs_blog_sets(dim)
+    group_cols = "pidx, gkey, blog_id" if blog_sets else "pidx, gkey"
+    sql = ("WITH " + ", ".join(ctes)
+           + ", u AS MATERIALIZED (" + " UNION ALL ".join(members) + ") "
+           + f"SELECT 0 AS kind, NULL AS src, pidx, gkey, {'blog_id' if blog_sets else 'NULL'}, SUM(views) "
+           + f"FROM u GROUP BY {group_cols} "
+           + "UNION ALL SELECT 1, src, NULL, NULL, NULL, COUNT(*) FROM u GROUP BY src")
+    cache = _cache_of(conn)
+    key = (sql, tuple(sorted(params.values.items())), ctx.fingerprint)
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    views: dict[GroupKey, int] = {}
+    sets: dict[GroupKey, set[int]] = {}
+    counts: dict[str, int] = {}
+    for kind, src, pidx, gkey, blog_id, n in conn.execute(text(sql), params.values):
+        if kind == 0:
+            g = (int(pidx), gkey)
+            views[g] = views.get(g, 0) + int(n)
+            if blog_sets:
+                sets.setdefault(g, set()).add(int(blog_id))
+        else:
+            counts[str(src)] = int(n)
+    part = _Part(views, {g: frozenset(b) for g, b in sets.items()} if blog_sets else None, counts)
+    if cache is not None:
+        cache.put(key, part, part.size)
+    return part
+
+
+def _tail_rows(conn: Connection, ctx: ReadContext, p: Plan, shape: Shape, dim: Dimension | None,
+               f: F.Filter) -> list[tuple[int, Any, int | None, int]]:
+    """Events above the watermark, read live: (pidx, group key, blog_id, views) per (window, group, blog)."""
+    if ctx.max_id <= ctx.watermark:
+        return []  # nothing above the watermark in this snapshot
+    params = _Params()
+    ctes, members = _members(p, [TAIL], shape, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
+                             max_id=ctx.max_id)
+    sql = "WITH " + ", ".join(ctes) + " SELECT pidx, gkey, blog_id, views FROM (" + members[0] + ") t"
+    return [(int(pidx), gkey, None if blog is None else int(blog), int(n))
+            for pidx, gkey, blog, n in conn.execute(text(sql), params.values)]
+
+
+def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set[Any]) -> dict[Any, tuple[str, str]]:
+    """Key and label of each group key: blog/author client id and title/name, country code and name."""
+    if dim is None:
+        return {g: ("", "") for g in gkeys}
+    table = {Dimension.BLOG: "blogs", Dimension.AUTHOR: "authors"}.get(dim, "countries")
+    cache = _cache_of(conn)
+    labels = cache.labels(ctx.dimensions_version) if cache is not None else None
+    known: dict[Any, tuple[str, str]] = {}
+    missing = set(gkeys)
+    if labels is not None:
+        known, missing = labels.known(table, gkeys)
+    if missing:
+        found: dict[Any, tuple[str, str]] = {}
+        if table == "countries":
+            # Every country, once per version: a missing country ("--") has no row and is labelled "Unknown".
+            found = {str(c): (str(c), str(n)) for c, n in conn.execute(text("SELECT code, name FROM countries"))}
+        else:
+            label_col = "title" if table == "blogs" else "name"
+            ids = sorted(int(i) for i in missing)
+            stmt = text(f"SELECT id, external_id, {label_col} FROM {table} WHERE id IN :ids").bindparams(
+                bindparam("ids", expanding=True))
+            for i in range(0, len(ids), 500):
+                for id_, ext, lab in conn.execute(stmt, {"ids": ids[i:i + 500]}):
+                    found[int(id_)] = (str(ext), str(lab))
+        known = labels.add(table, found) if labels is not None else {**known, **found}
+    if table == "countries":
+        return {g: known.get(g, (str(g), "Unknown")) for g in gkeys}
+    return {g: known[g] for g in gkeys}
+
+
+def _rank(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: dict[GroupKey, int],
+          blog_count: Any) -> list[Row]:
+    """Rows ordered by window, views descending, key (byte order: COLLATE "C" = Python's str order)."""
+    names = _names(conn, ctx, dim, {g for _, g in views})
+    rows = [(pidx, *names[g], v, blog_count((pidx, g))) for (pidx, g), v in views.items()]
+    rows.sort(key=lambda r: (r[0], -r[3], r[1]))
+    return rows
 
 
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0) -> Aggregate:
-    """Views (and distinct blogs) per window and group, ordered by window, views desc, key; one statement."""
+    """Views (and distinct blogs) per window and group, ordered by window, views desc, key.
+
+    Two statements at most: the part at or below the watermark (rollup buckets and raw edges, cached per data
+    version when the Database has a query cache) and the live tail above it; they are added here, then ranked,
+    paged and labelled. meta.sources counts, per source, the rows it gave grouped per (window, group, blog).
+    """
     f = F.simplify(f)
     shape = rollup_shape(dim, f)
     p = plan(windows, rollup_zone=ctx.rollup_zone, watermark=ctx.watermark, horizons=ctx.horizons,
              grains=SHAPE_GRAINS[shape])
     if not p.sources() or f == F.FALSE:
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
-    params = _Params()
-    ctes, members = _members(p, shape, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
-                             max_id=ctx.max_id)
-    join, key, label, order_key = _key_label(dim, conn.dialect.name)
-    page = ""
-    if limit is not None:
-        page = f" LIMIT {int(limit)} OFFSET {int(offset)}"
-    if dim is None:  # a series: no distinct blogs asked for
-        grouped = ", g AS (SELECT pidx, gkey, SUM(views) AS views, 0 AS blog_count FROM u GROUP BY pidx, gkey) "
-    elif dim is Dimension.BLOG:  # one blog per group
-        grouped = ", g AS (SELECT pidx, gkey, SUM(views) AS views, 1 AS blog_count FROM u GROUP BY pidx, gkey) "
+    fixed_sources = [s for s in p.sources() if s != TAIL]
+    part = _fixed_part(conn, ctx, p, fixed_sources, shape, dim, f) if fixed_sources else _Part({}, None, {})
+    tail = _tail_rows(conn, ctx, p, shape, dim, f) if TAIL in p.runs else []
+    counts = {**part.counts, TAIL: len(tail)}
+    blog_sets = _needs_blog_sets(dim)
+
+    def constant_count(_g: GroupKey) -> int:
+        return 1 if dim is Dimension.BLOG else 0
+
+    if not tail:
+        ranked = part.ranked
+        if ranked is None:
+            fixed_blogs = part.blogs or {}
+            ranked = _rank(conn, ctx, dim, part.views,
+                           (lambda g: len(fixed_blogs[g])) if blog_sets else constant_count)
+            part.ranked = ranked  # same value whichever thread computes it first
+        views = part.views
     else:
-        # Distinct blogs by two hash aggregations: COUNT(DISTINCT) would sort every row on PostgreSQL.
-        grouped = (", g1 AS (SELECT pidx, gkey, blog_id, SUM(views) AS views FROM u GROUP BY pidx, gkey, blog_id)"
-                   ", g AS (SELECT pidx, gkey, SUM(views) AS views, COUNT(*) AS blog_count FROM g1 "
-                   "GROUP BY pidx, gkey) ")
-    sql = (
-        "WITH " + ", ".join(ctes)
-        + ", u AS MATERIALIZED (" + " UNION ALL ".join(members) + ")"
-        + grouped
-        + "SELECT kind, pidx, k, label, views, blog_count FROM ("
-        + f"SELECT 0 AS kind, g.pidx AS pidx, {key} AS k, {label} AS label, g.views AS views, "
-          f"g.blog_count AS blog_count FROM g {join} ORDER BY g.pidx, g.views DESC, {order_key}{page}) rows_ "
-        + "UNION ALL SELECT 1, NULL, NULL, NULL, COALESCE(SUM(views), 0), COUNT(*) FROM g "
-        + "UNION ALL SELECT 2, NULL, src, NULL, COUNT(*), NULL FROM u GROUP BY src"
-    )
-    rows: list[tuple[int, str, str, int, int]] = []
-    groups = total = 0
-    counts: dict[str, int] = {}
-    for kind, pidx, k, lab, views, blog_count in conn.execute(text(sql), params.values):
-        if kind == 0:
-            rows.append((int(pidx), str(k), str(lab), int(views), int(blog_count)))
-        elif kind == 1:
-            total, groups = int(views), int(blog_count)
-        else:
-            counts[str(k)] = int(views)
-    return Aggregate(rows, groups, total, [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
+        views = dict(part.views)
+        extra: dict[GroupKey, set[int]] = {}
+        fixed_blogs = part.blogs or {}
+        for pidx, gkey, blog, n in tail:
+            g = (pidx, gkey)
+            views[g] = views.get(g, 0) + n
+            if blog_sets and blog is not None and blog not in fixed_blogs.get(g, ()):
+                extra.setdefault(g, set()).add(blog)
+
+        def merged_count(g: GroupKey) -> int:
+            return len(fixed_blogs.get(g, ())) + len(extra.get(g, ()))
+
+        ranked = _rank(conn, ctx, dim, views, merged_count if blog_sets else constant_count)
+    page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
+    return Aggregate(page, len(views), sum(views.values()), [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
 
 
-def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter) -> dict[int, int]:
-    """Blogs created in each window that can have matching views (the filter holds for some reader country)."""
+def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,
+                  ctx: ReadContext | None = None) -> dict[int, int]:
+    """Blogs created in each window that can have matching views (the filter holds for some reader country).
+
+    Depends only on the dimension tables: with a context, cached per dimensions version.
+    """
     blog_filter = F.blog_level(f)
     p = plan(windows, rollup_zone=None, watermark=0, horizons={})
     runs = p.runs.get(TAIL, [])
@@ -261,4 +411,13 @@ def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter)
     pidx = "q.base + (b.created_at - q.lo) / q.step"
     sql = (f"WITH {_values_cte('w', runs)} SELECT {pidx} AS pidx, COUNT(*) FROM w q JOIN blogs b "
            f"ON b.created_at >= q.lo AND b.created_at < q.hi{joins} WHERE {where} GROUP BY {pidx}")
-    return {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
+    cache = _cache_of(conn) if ctx is not None and ctx.dimensions_version is not None else None
+    key = (sql, tuple(sorted(params.values.items())), "dimensions", ctx.dimensions_version if ctx else None)
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    out = {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
+    if cache is not None:
+        cache.put(key, out, len(out))
+    return out

@@ -16,9 +16,11 @@ from sqlalchemy.exc import DBAPIError
 
 from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
 from analytics_gql.storage.tables import (
+    ROLLUPS_VERSION,
     SHAPE_KEYS,
     UNKNOWN_COUNTRY,
     Shape,
+    bump_version,
     grain_tables,
     rollup_horizons,
     rollup_state,
@@ -307,6 +309,8 @@ def truncate_rollups(conn: Connection) -> None:
     for t in rollup_tables.values():
         conn.execute(t.delete())
     conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
+    # Rollup rows changed without the watermark alone saying so: cached rollup parts must not be reused.
+    bump_version(conn, ROLLUPS_VERSION)
 
 
 # ---------------------------------------------------------------- retention
@@ -476,6 +480,7 @@ def set_cell(conn: Connection, cell: Cell, views: int) -> None:
     conn.execute(t.delete().where(*cond))
     if views:
         conn.execute(insert(t).values(**values, views=views))
+    bump_version(conn, ROLLUPS_VERSION)  # a repaired cell changes answers at an unchanged watermark
 
 
 def record_audit(conn: Connection, at_us: int) -> None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables: dimensions, raw view events, the five rollup grains and rollup bookkeeping.
+"""SQLAlchemy Core tables: dimensions, raw view events, the five rollup grains, rollup bookkeeping, versions.
 
 Instants are stored as BIGINT microseconds since the epoch (UTC): exact to the microsecond, compared and
 bucketed with plain integer arithmetic that SQLite and PostgreSQL evaluate identically.
@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -160,5 +162,25 @@ rollup_horizons = Table(
     Column("grain", String(8), primary_key=True),
     Column("kept_from", BigInteger, nullable=False),
 )
+
+# Version counters the read side's per-process caches key on (storage/query_cache.py): "dimensions" is bumped in
+# the same transaction as every upsert of authors or blogs (from any process), "rollups" by a rebuild or an audit
+# repair (changes to rollup rows that do not move the watermark). A separate table, not rollup_state: a long pass
+# holds that row locked, and an upsert must not wait for it.
+data_versions = Table(
+    "data_versions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+DIMENSIONS_VERSION = "dimensions"
+ROLLUPS_VERSION = "rollups"
+
+
+def bump_version(conn: Connection, name: str) -> None:
+    """Increment a data version in the caller's transaction (an upsert: a missing row starts at 1)."""
+    conn.execute(text(
+        "INSERT INTO data_versions (name, version) VALUES (:n, 1) "
+        "ON CONFLICT (name) DO UPDATE SET version = data_versions.version + 1"), {"n": name})
 
 Index("ix_authors_country_code", authors.c.country_code)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from zoneinfo import ZoneInfo
+
 from sqlalchemy import Connection
 
 from analytics_gql.domain import calendar as cal
@@ -68,6 +71,16 @@ def top(conn: Connection, q: TopQuery) -> TopResult:
     return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources))
 
 
+@functools.lru_cache(maxsize=256)
+def _series(g: cal.Granularity, start: int, end: int, z: ZoneInfo) -> tuple[
+        tuple[cal.Period, ...], list[tuple[int, int]], tuple[tuple[int, int], ...]]:
+    """Periods, their windows and the previous periods' windows: pure, memoised (a year of days is ~15 ms)."""
+    periods = cal.periods(g, start, end, z, limit=MAX_POINTS)
+    current = [(max(p.start, start), min(p.end, end)) for p in periods]
+    previous = tuple(cal.previous_window(p, a, b, g, z) for p, (a, b) in zip(periods, current, strict=True))
+    return tuple(periods), current, previous
+
+
 def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
     """A dense series: views, blogs created and same-window growth for every period meeting the range."""
     ctx = store.read_context(conn)
@@ -75,11 +88,8 @@ def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
     if start >= end:
         return PerformanceResult([], _meta(ctx, []))
     g = cal.resolve_auto(q.granularity, start, end)
-    z = q.range.zone
-    periods = cal.periods(g, start, end, z, limit=MAX_POINTS)
-    current = [(max(p.start, start), min(p.end, end)) for p in periods]
-    previous = [cal.previous_window(p, a, b, g, z) for p, (a, b) in zip(periods, current, strict=True)]
-    agg = store.aggregate(conn, ctx, current + previous, dim=None, f=q.filter)
+    periods, current, previous = _series(g, start, end, q.range.zone)
+    agg = store.aggregate(conn, ctx, [*current, *previous], dim=None, f=q.filter)
     views = dict.fromkeys(range(2 * len(periods)), 0)
     for i, _k, _label, v, _blogs in agg.rows:
         views[i] = v

@@ -6,7 +6,9 @@ after int() (no user text ever is); every user-supplied string (filter ids and c
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -345,6 +347,26 @@ def _rank(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: dict
     return rows
 
 
+# Plans are pure functions of their inputs: repeated questions skip the planner (a daily series over a year
+# plans 732 windows, ~10 ms of Python). Long series are not memoised (memory), nor are plans that raise.
+_MEMO_WINDOWS = 10_000
+
+
+@functools.lru_cache(maxsize=256)
+def _memo_plan(windows: tuple[tuple[int, int], ...], zone: ZoneInfo | None, watermark: int,
+               horizons: tuple[tuple[str, int], ...], grains: frozenset[Grain]) -> Plan:
+    return plan(windows, rollup_zone=zone, watermark=watermark, horizons=dict(horizons), grains=grains)
+
+
+def plan_for(windows: list[tuple[int, int]], ctx: ReadContext | None,
+             grains: Collection[Grain] = GRAINS) -> Plan:
+    """The plan of `windows` over `grains` in the read context (None: raw tail only), memoised; do not change it."""
+    zone, watermark, horizons = (ctx.rollup_zone, ctx.watermark, ctx.horizons) if ctx else (None, 0, {})
+    if len(windows) > _MEMO_WINDOWS:
+        return plan(windows, rollup_zone=zone, watermark=watermark, horizons=horizons, grains=grains)
+    return _memo_plan(tuple(windows), zone, watermark, tuple(sorted(horizons.items())), frozenset(grains))
+
+
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0) -> Aggregate:
     """Views (and distinct blogs) per window and group, ordered by window, views desc, key.
@@ -355,8 +377,7 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     """
     f = F.simplify(f)
     shape = rollup_shape(dim, f)
-    p = plan(windows, rollup_zone=ctx.rollup_zone, watermark=ctx.watermark, horizons=ctx.horizons,
-             grains=SHAPE_GRAINS[shape])
+    p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
     if not p.sources() or f == F.FALSE:
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
     fixed_sources = [s for s in p.sources() if s != TAIL]
@@ -401,7 +422,7 @@ def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,
     Depends only on the dimension tables: with a context, cached per dimensions version.
     """
     blog_filter = F.blog_level(f)
-    p = plan(windows, rollup_zone=None, watermark=0, horizons={})
+    p = plan_for(windows, None)
     runs = p.runs.get(TAIL, [])
     if not runs or blog_filter == F.FALSE:
         return {}

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # Per-process cache of the rollup part of answers (storage/query_cache.py): on/off, and its bounds.
     query_cache: bool = True
     query_cache_entries: int = Field(default=1_024, ge=1)
-    query_cache_rows: int = Field(default=2_000_000, ge=1)
+    query_cache_rows: int = Field(default=1_000_000, ge=1)
 
     @field_validator("timezone")
     @classmethod

@@ -182,6 +182,20 @@ def analyze(db: Database) -> None:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
 
 
+@contextmanager
+def kept_database(url: str) -> Iterator[Database]:
+    """An existing database (migrated here), kept afterwards: seed and fold once, measure as often as needed."""
+    from analytics_gql.settings import Settings
+    from analytics_gql.storage import schema
+
+    db = Database(Settings(database_url=url, statement_timeout_ms=0))
+    schema.upgrade(db)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -359,15 +373,19 @@ async def concurrent_rps(base: str, q: Question, clients: int, total: int) -> tu
 
 def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> None:
     prefix = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench_q")  # helpers sharing a server use their own
-    with tempfile.TemporaryDirectory(prefix="bench_query_") as d, throwaway_database(kind, prefix=prefix) as db:
+    with tempfile.TemporaryDirectory(prefix="bench_query_") as d, \
+            (kept_database(a.database_url) if a.database_url else throwaway_database(kind, prefix=prefix)) as db:
         work = Path(d)
         t0 = time.perf_counter()
-        loading.seed(db, authors=200, blogs=2_000, views=n, days=DAYS, seed=1, progress=False)
+        fresh = loading.is_empty(db)
+        if fresh:  # a kept database (--database-url) is seeded and folded once, then reused as it is
+            loading.seed(db, authors=200, blogs=2_000, views=n, days=DAYS, seed=1, progress=False)
         seed_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         passed = rollup.catch_up(db, db.settings, progress=False, quiet=True)
         fold_s = time.perf_counter() - t0
-        analyze(db)
+        if fresh:
+            analyze(db)
         print(f"\n== {kind} {n:,} views: seed {seed_s:.0f} s, rollup {fold_s:.0f} s ({passed.events:,} events)",
               flush=True)
         with db.read() as conn:
@@ -495,6 +513,7 @@ def main() -> None:
                    help="timed requests per question on a second server with ANALYTICS_QUERY_CACHE=false (0: skip)")
     p.add_argument("--tail", type=int, default=10_000,
                    help="new events added above the watermark for a warm-with-tail run of `top` (0: skip)")
+    p.add_argument("--database-url", help="use (and keep) this database; seeded and folded only when it is empty")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args()
     kinds = ["sqlite", "postgresql"] if a.db == "both" else [a.db]

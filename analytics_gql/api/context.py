@@ -15,6 +15,7 @@ from analytics_gql.api import metrics
 from analytics_gql.errors import Forbidden, Unauthenticated
 from analytics_gql.settings import SCOPES, Settings
 from analytics_gql.storage.engine import Database
+from analytics_gql.storage.queries import NeedsThread
 
 if TYPE_CHECKING:
     from analytics_gql.loading import IngestResult
@@ -43,8 +44,20 @@ class Context:
     authenticated: bool = True
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
 
-    async def read(self, fn: Callable[..., T], /, *args: Any, **kw: Any) -> T:
-        """Run `fn(conn, *args, **kw)` in a read transaction on a worker thread and return its result."""
+    async def read(self, fn: Callable[..., T], /, *args: Any, quick: bool = False, **kw: Any) -> T:
+        """Run `fn(conn, *args, **kw)` in a read transaction and return its result (on a worker thread).
+
+        `quick=True` (report functions of storage/queries.py only) first tries it on the event loop, see below.
+        """
+        if quick and self.db.query_cache is not None and self.db.idle_connection():
+            # Quick path on the event loop: the read context (one short statement) and the query cache answer
+            # most repeated questions; a worker thread costs ~1 ms of hand-offs on this machine. Anything that
+            # needs more SQL (a cache miss, a live tail, labels) raises NeedsThread before running it.
+            try:
+                with self.db.read(quick=True) as conn:
+                    return fn(conn, *args, **kw)
+            except NeedsThread:
+                pass
 
         def run() -> T:
             with self.db.read() as conn:

@@ -58,7 +58,7 @@ class Query:
             granularity=granularity_to_domain(granularity) if granularity is not None else None,
             filter=filter_to_domain(filter), first=Q.check_between(first, 1, Q.MAX_PAGE, "first"),
             offset=decode_cursor(after))
-        return BlogViewsResult.from_domain(await ctx.read(reports.blog_views, q))
+        return BlogViewsResult.from_domain(await ctx.read(reports.blog_views, q, quick=True))
 
     @strawberry.field(description="The top `limit` groups by views (ties broken by key).")
     async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,
@@ -67,7 +67,7 @@ class Query:
         q = Q.TopQuery(dimension=Q.Dimension(dimension.value),
                        range=range_to_domain(range, time_zone, ctx.settings.timezone),
                        filter=filter_to_domain(filter), limit=Q.check_between(limit, 1, Q.MAX_LIMIT, "limit"))
-        return TopResult.from_domain(await ctx.read(reports.top, q))
+        return TopResult.from_domain(await ctx.read(reports.top, q, quick=True))
 
     @strawberry.field(description="A dense series: every period meeting the range, with blogs created and "
                                   "same-window growth against the previous period. At most 10,000 points.")
@@ -82,7 +82,7 @@ class Query:
             f = F.And((f, F.atom(F.Field.AUTHOR, str(author_id))))
         q = Q.PerformanceQuery(granularity=granularity_to_domain(granularity),
                                range=range_to_domain(range, time_zone, ctx.settings.timezone), filter=f)
-        return PerformanceResult.from_domain(await ctx.read(reports.performance, q))
+        return PerformanceResult.from_domain(await ctx.read(reports.performance, q, quick=True))
 
     @strawberry.field(description="Watermark, pending raw events, last pass and rows per rollup grain.")
     async def rollup_status(self, info: Info) -> RollupStatus:

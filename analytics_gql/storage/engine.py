@@ -74,16 +74,18 @@ class Database:
             QueryCache(settings.query_cache_entries, settings.query_cache_rows) if settings.query_cache else None)
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, quick: bool = False) -> Iterator[Connection]:
         """A read transaction on one snapshot (REPEATABLE READ on PostgreSQL; a WAL snapshot on SQLite).
 
         One snapshot matters: the watermark, the rollups and the raw tail must be read as of the same commit,
         or a pass committing between two statements would count its events twice or not at all.
+        `quick`: the read may run only its read context and answer from the query cache (storage/queries.py raises
+        NeedsThread before any other statement), so an event loop can run it without waiting on SQL.
         """
         with self.engine.connect() as conn:
             if not self.sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            conn = conn.execution_options(query_cache=self.query_cache)
+            conn = conn.execution_options(query_cache=self.query_cache, quick=quick)
             with conn.begin():
                 yield conn
 
@@ -94,6 +96,11 @@ class Database:
             conn = conn.execution_options(write=True)
             with conn.begin():
                 yield conn
+
+    def idle_connection(self) -> bool:
+        """True when the pool holds an idle connection (a checkout will not wait for one)."""
+        checkedin = getattr(self.engine.pool, "checkedin", None)
+        return bool(checkedin()) if callable(checkedin) else False
 
     @property
     def sqlite(self) -> bool:

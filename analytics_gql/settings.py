@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     query_cache: bool = True
     query_cache_entries: int = Field(default=1_024, ge=1)
     query_cache_rows: int = Field(default=1_000_000, ge=1)
+    # Warm answers first tried on the event loop (api/context.py): faster, but a stalled database stalls the loop.
+    quick_reads: bool = False
 
     @field_validator("timezone")
     @classmethod

@@ -47,9 +47,10 @@ class Context:
     async def read(self, fn: Callable[..., T], /, *args: Any, quick: bool = False, **kw: Any) -> T:
         """Run `fn(conn, *args, **kw)` in a read transaction and return its result (on a worker thread).
 
-        `quick=True` (report functions of storage/queries.py only) first tries it on the event loop, see below.
+        `quick=True` (report functions of storage/queries.py only) first tries it on the event loop when the
+        operator opted in (ANALYTICS_QUICK_READS), see below.
         """
-        if quick and self.db.query_cache is not None and self.db.idle_connection():
+        if quick and self.settings.quick_reads and self.db.query_cache is not None and self.db.idle_connection():
             # Quick path on the event loop: the read context (one short statement) and the query cache answer
             # most repeated questions; a worker thread costs ~1 ms of hand-offs on this machine. Anything that
             # needs more SQL (a cache miss, a live tail, labels) raises NeedsThread before running it.

@@ -21,6 +21,7 @@ from typing import Any
 
 import oracle as O
 import orjson
+import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
@@ -141,9 +142,21 @@ def check_all(w: World) -> None:
     w.check_blog_views("AUTHOR", {"not": {"blog": {"eq": "b2"}}})
 
 
-def test_tail_pass_and_late_events(db: Database) -> None:
-    """(a) new events, (c) late events: served from the cached part plus the live tail; (b) a pass: a new part."""
-    with world(db) as w:
+@pytest.mark.parametrize("quick_reads", [False, True])
+def test_tail_pass_and_late_events(db: Database, quick_reads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(a) new events, (c) late events: served from the cached part plus the live tail; (b) a pass: a new part.
+    Also with quick reads (warm answers tried on the event loop first), which are used only when switched on."""
+    reads: list[bool] = []
+    plain_read = db.read
+
+    @contextmanager
+    def spy(*args: Any, **kw: Any) -> Iterator[Any]:
+        reads.append(bool(kw.get("quick")))
+        with plain_read(*args, **kw) as conn:
+            yield conn
+
+    monkeypatch.setattr(db, "read", spy)
+    with world(db, quick_reads=quick_reads) as w:
         catch_up(db, settings_for(db), progress=False, quiet=True)
         check_all(w)
         hits, misses = w.stats()
@@ -166,6 +179,7 @@ def test_tail_pass_and_late_events(db: Database) -> None:
         check_all(w)
         assert w.stats()[1] >= misses + len(QUESTIONS) + 2
         check_all(w)
+    assert any(reads) is quick_reads and not all(reads)
 
 
 def test_dimension_upserts_from_another_process(db: Database, tmp_path: Path) -> None:

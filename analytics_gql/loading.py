@@ -173,15 +173,7 @@ def _resolved_view_batches(
     """Read, parse and validate batches of views, and map their blog ids through `lookup` (once per blog)."""
     cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
     for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
-        plain: list[tuple[int, Any]] = batch
-        errors: list[tuple[int, str]] = []
-        if is_csv:
-            plain = []
-            for index, item in batch:
-                if isinstance(item, _CsvRowError):
-                    errors.append((index, item.message))
-                else:
-                    plain.append((index, item))
+        plain, errors = _split_csv_errors(batch) if is_csv else (batch, [])
         good, bad = parse_views(plain, now_us())
         errors.extend(bad)
         missing = {r[2] for r in good if r[2] not in cache}
@@ -401,6 +393,18 @@ def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int
     text.detach()
 
 
+def _split_csv_errors(items: Iterable[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
+    """Items that can be parsed, and (index, message) of the CSV rows that could not become records."""
+    plain: list[tuple[int, Any]] = []
+    errors: list[tuple[int, str]] = []
+    for index, item in items:
+        if isinstance(item, _CsvRowError):
+            errors.append((index, item.message))
+        else:
+            plain.append((index, item))
+    return plain, errors
+
+
 def _decode(item: Any) -> Any:
     """The dict of one item: parsed from JSON text, or as given."""
     if isinstance(item, _CsvRowError):
@@ -450,13 +454,7 @@ def _store_views(
     conn: Connection, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
 ) -> IngestResult:
     """Parse views (JSON text or dicts) and store them."""
-    plain: list[tuple[int, Any]] = []
-    csv_errors: list[tuple[int, str]] = []
-    for index, item in items:
-        if isinstance(item, _CsvRowError):
-            csv_errors.append((index, item.message))
-        else:
-            plain.append((index, item))
+    plain, csv_errors = _split_csv_errors(items)
     good, bad = parse_views(plain, now)
     return _store_parsed_views(conn, good, csv_errors + bad, blog_cache)
 

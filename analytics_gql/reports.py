@@ -73,10 +73,10 @@ def top(conn: Connection, q: TopQuery) -> TopResult:
 
 @functools.lru_cache(maxsize=256)
 def _series(g: cal.Granularity, start: int, end: int, z: ZoneInfo) -> tuple[
-        tuple[cal.Period, ...], list[tuple[int, int]], tuple[tuple[int, int], ...]]:
+        tuple[cal.Period, ...], tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
     """Periods, their windows and the previous periods' windows: pure, memoised (a year of days is ~15 ms)."""
     periods = cal.periods(g, start, end, z, limit=MAX_POINTS)
-    current = [(max(p.start, start), min(p.end, end)) for p in periods]
+    current = tuple((max(p.start, start), min(p.end, end)) for p in periods)  # shared by callers: immutable
     previous = tuple(cal.previous_window(p, a, b, g, z) for p, (a, b) in zip(periods, current, strict=True))
     return tuple(periods), current, previous
 
@@ -93,7 +93,7 @@ def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
     views = dict.fromkeys(range(2 * len(periods)), 0)
     for i, _k, _label, v, _blogs in agg.rows:
         views[i] = v
-    created = store.blogs_created(conn, current, q.filter, ctx)
+    created = store.blogs_created(conn, list(current), q.filter, ctx)
     n = len(periods)
     points = [
         Point(start=p.start, end=p.end, label=blogs_label(p.label, created.get(i, 0)), views=views[i],

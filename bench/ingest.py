@@ -16,11 +16,12 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import psycopg
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -90,44 +91,44 @@ def import_run(db: Database, folder: Path, n: int) -> tuple[float, float]:
     return elapsed, again_elapsed
 
 
+def _timed_batches(db: Database, rows: list, write: Callable[[Connection, list], object]) -> float:
+    """Empty view_events (TRUNCATE on PostgreSQL: no dead index entries left behind), then time `write` over
+    50k-row transactions on one connection with the import's bulk settings."""
+    with db.write() as conn:
+        conn.exec_driver_sql("DELETE FROM view_events" if db.sqlite else "TRUNCATE view_events")
+    t0 = time.perf_counter()
+    with db.engine.connect() as base:
+        conn = base.execution_options(write=True)
+        with ingest.bulk_loading(conn):
+            for i in range(0, len(rows), 50_000):
+                with conn.begin():
+                    write(conn, rows[i : i + 50_000])
+    return time.perf_counter() - t0
+
+
 def indexed_ceiling(db: Database, rows: list) -> float:
     """The same bare insert as the baseline (no parsing, no duplicate handling), but into the real, emptied,
     indexed view_events (with the import's SQLite bulk settings): what the schema's three indexes alone allow."""
-    with db.write() as conn:
-        conn.exec_driver_sql("DELETE FROM view_events" if db.sqlite else "TRUNCATE view_events")
     cols = "(event_id, blog_id, viewer_id, viewer_country, viewed_at)"
-    t0 = time.perf_counter()
-    with db.engine.connect() as base:
-        conn = base.execution_options(write=True)
-        with ingest.bulk_loading(conn):
-            for i in range(0, len(rows), 50_000):
-                with conn.begin():
-                    if db.sqlite:
-                        cur = conn.connection.dbapi_connection.cursor()
-                        cur.executemany(f"INSERT INTO view_events {cols} VALUES (?, ?, ?, ?, ?)", rows[i : i + 50_000])
-                        cur.close()
-                    else:
-                        with conn.connection.driver_connection.cursor() as cur:
-                            with cur.copy(f"COPY view_events {cols} FROM STDIN (FORMAT BINARY)") as cp:
-                                cp.set_types(["text", "int4", "text", "text", "int8"])
-                                for r in rows[i : i + 50_000]:
-                                    cp.write_row(r)
-    return time.perf_counter() - t0
+
+    def bare(conn: Connection, batch: list) -> None:
+        if db.sqlite:
+            cur = conn.connection.dbapi_connection.cursor()
+            cur.executemany(f"INSERT INTO view_events {cols} VALUES (?, ?, ?, ?, ?)", batch)
+            cur.close()
+        else:
+            with conn.connection.driver_connection.cursor() as cur:
+                with cur.copy(f"COPY view_events {cols} FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int4", "text", "text", "int8"])
+                    for r in batch:
+                        cp.write_row(r)
+
+    return _timed_batches(db, rows, bare)
 
 
 def storage_only(db: Database, rows: list) -> float:
-    """The storage path alone (ingest.insert_views, 50k-row transactions, the import's bulk settings) on
-    pre-parsed rows, into an emptied view_events (TRUNCATE on PostgreSQL: no dead index entries left behind)."""
-    with db.write() as conn:
-        conn.exec_driver_sql("DELETE FROM view_events" if db.sqlite else "TRUNCATE view_events")
-    t0 = time.perf_counter()
-    with db.engine.connect() as base:
-        conn = base.execution_options(write=True)
-        with ingest.bulk_loading(conn):
-            for i in range(0, len(rows), 50_000):
-                with conn.begin():
-                    ingest.insert_views(conn, rows[i : i + 50_000])
-    return time.perf_counter() - t0
+    """The storage path alone (ingest.insert_views) on pre-parsed rows, into an emptied view_events."""
+    return _timed_batches(db, rows, ingest.insert_views)
 
 
 def bench_sqlite(folder: Path, rows: list, n: int) -> tuple[float, float, float, float, float]:

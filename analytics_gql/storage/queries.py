@@ -21,6 +21,7 @@ from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run, plan
 from analytics_gql.domain.queries import Dimension, SourceUse
 from analytics_gql.storage.query_cache import QueryCache
+from analytics_gql.storage.rollups import STATE_ID
 from analytics_gql.storage.tables import (
     DIMENSIONS_VERSION,
     ROLLUPS_VERSION,
@@ -57,7 +58,7 @@ class ReadContext:
 
 
 _CONTEXT_SQL = text(
-    "SELECT 's', watermark, timezone, last_run_at FROM rollup_state WHERE id = 1 "
+    f"SELECT 's', watermark, timezone, last_run_at FROM rollup_state WHERE id = {int(STATE_ID)} "
     "UNION ALL SELECT 'm', MAX(id), NULL, NULL FROM view_events "
     "UNION ALL SELECT 'v' || name, version, NULL, NULL FROM data_versions "
     "UNION ALL SELECT 'h' || grain, kept_from, NULL, NULL FROM rollup_horizons")

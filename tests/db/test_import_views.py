@@ -9,13 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from ingest_helpers import stored_views
 
 from analytics_gql import loading
 from analytics_gql.domain.records import RecordError, parse_view
 from analytics_gql.storage import ingest
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import blogs, view_events
 
 NOW = 1_750_000_000_000_000
 BLOGS = ("b1", "b2", "b3")
@@ -28,17 +27,6 @@ def load_dims(db: Database) -> None:
         db, "blogs", [{"id": b, "title": b, "authorId": "a1", "createdAt": "2025-01-01T00:00:00Z"} for b in BLOGS]
     )
     assert r.accepted == len(BLOGS)
-
-
-def stored(db: Database) -> list[tuple[Any, ...]]:
-    with db.read() as conn:
-        q = (
-            select(view_events.c.event_id, blogs.c.external_id, view_events.c.viewer_id,
-                   view_events.c.viewer_country, view_events.c.viewed_at)
-            .join(blogs, blogs.c.id == view_events.c.blog_id)
-            .order_by(view_events.c.id)
-        )
-        return [tuple(r) for r in conn.execute(q)]
 
 
 def messy_lines(tag: str, n: int, *, first_event: int = 0) -> list[bytes]:
@@ -120,7 +108,7 @@ def test_import_is_exact_across_batches_and_files(
         printed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("line ")]
         assert printed == [f"line {n}: {m}" for n, m in errors]
         want_rows += rows
-        assert stored(db) == want_rows
+        assert stored_views(db) == want_rows
     assert len(want_rows) > 40 and len(seen) == 45  # the files did exercise duplicates and new ids
 
 
@@ -140,7 +128,7 @@ def test_a_blog_stored_after_the_parser_looked_keeps_its_place(db: Database) -> 
     assert (result.accepted, result.duplicates, result.rejected) == (5, 0, 2)
     assert [(e.index, e.message) for e in result.errors] == [
         (2, "unknown blog 'nowhere': load the blog first"), (9, "bad")]
-    assert [r[0] for r in stored(db)] == ["late-a", "p0", "late-b", "p3", "late-c"]
+    assert [r[0] for r in stored_views(db)] == ["late-a", "p0", "late-b", "p3", "late-c"]
 
 
 def test_concurrent_importers_store_each_event_once(db: Database, tmp_path: Path, parser_mode: bool) -> None:
@@ -167,7 +155,7 @@ def test_concurrent_importers_store_each_event_once(db: Database, tmp_path: Path
     for t in threads:
         t.join(timeout=120)
     assert failures == []
-    rows = stored(db)
+    rows = stored_views(db)
     assert sorted(int(r[0][1:]) for r in rows) == list(range(0, 150 + n))  # every id once
     assert results["A"].accepted + results["B"].accepted == 150 + n
     assert results["A"].duplicates + results["B"].duplicates == 2 * n - (150 + n)

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from ingest_helpers import stored_views
 from sqlalchemy import select
 
 from analytics_gql import loading
@@ -31,17 +32,6 @@ def load_dims(db: Database) -> None:
         ],
     )
     assert (r.accepted, r.rejected) == (2, 0)
-
-
-def stored_views(db: Database) -> list[tuple]:  # type: ignore[type-arg]
-    with db.read() as conn:
-        q = (
-            select(view_events.c.event_id, blogs.c.external_id, view_events.c.viewer_id,
-                   view_events.c.viewer_country, view_events.c.viewed_at)
-            .join(blogs, blogs.c.id == view_events.c.blog_id)
-            .order_by(view_events.c.id)
-        )
-        return [tuple(r) for r in conn.execute(q)]
 
 
 def test_authors_and_blogs_upsert_by_client_id(db: Database) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,6 +13,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 from analytics_gql.settings import Settings
 from analytics_gql.storage.query_cache import QueryCache
+
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -72,6 +77,11 @@ class Database:
         # One per Database (so per process and per database): storage/queries.py finds it on read connections.
         self.query_cache: QueryCache | None = (
             QueryCache(settings.query_cache_entries, settings.query_cache_rows) if settings.query_cache else None)
+        # One background thread re-reads cached parts after a pass (storage/queries.py), one read at a time.
+        self._later_lock = threading.Lock()
+        self._later_pending: set[Hashable] = set()
+        self._later_pool: ThreadPoolExecutor | None = None
+        self._later_closed = False
 
     @contextmanager
     def read(self, *, quick: bool = False) -> Iterator[Connection]:
@@ -85,7 +95,7 @@ class Database:
         with self.engine.connect() as conn:
             if not self.sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            conn = conn.execution_options(query_cache=self.query_cache, quick=quick)
+            conn = conn.execution_options(query_cache=self.query_cache, quick=quick, read_later=self.read_later)
             with conn.begin():
                 yield conn
 
@@ -96,6 +106,38 @@ class Database:
             conn = conn.execution_options(write=True)
             with conn.begin():
                 yield conn
+
+    def read_later(self, key: Hashable, job: Callable[[Connection], None]) -> None:
+        """Run `job` in its own read transaction on the background thread, unless one for `key` is pending.
+
+        For work no request waits for (refreshing a cached part); a failure is logged, never raised.
+        """
+        with self._later_lock:
+            if self._later_closed or key in self._later_pending:
+                return
+            if self._later_pool is None:
+                self._later_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-read-later")
+            self._later_pending.add(key)
+            pool = self._later_pool
+
+        def run() -> None:
+            try:
+                with self.read() as conn:
+                    job(conn)
+            except Exception:
+                log.warning("background read failed (the next request reads it instead)", exc_info=True)
+            finally:
+                with self._later_lock:
+                    self._later_pending.discard(key)
+
+        pool.submit(run)
+
+    def settle(self) -> None:
+        """Wait until the background reads queued so far are done (tests and benchmarks)."""
+        with self._later_lock:
+            pool = self._later_pool
+        if pool is not None:
+            pool.submit(lambda: None).result()
 
     def idle_connection(self) -> bool:
         """True when the pool holds an idle connection (a checkout will not wait for one)."""
@@ -108,5 +150,10 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def dispose(self) -> None:
-        """Close pooled connections."""
+        """Stop the background reads (waiting for a running one), close pooled connections."""
+        with self._later_lock:
+            self._later_closed = True
+            pool, self._later_pool = self._later_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()

@@ -10,7 +10,7 @@ import functools
 import heapq
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -34,6 +34,9 @@ from analytics_gql.storage.tables import (
 
 # Up to this many events above the watermark, the tail is read through the id index.
 SMALL_TAIL = 200_000
+# A cached rollup part read at an older watermark is reused while at most this many events lie above that
+# watermark (they are read as its tail): a pass then costs the next request a tail read, not a full re-read.
+REUSE_TAIL = 20_000
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,15 @@ class ReadContext:
     rollups_version: int | None = None
 
     @property
-    def fingerprint(self) -> tuple[Any, ...]:
-        """Everything the rows at or below the watermark depend on: equal fingerprints, equal rollup parts."""
+    def state_key(self) -> tuple[Any, ...]:
+        """What the rows at or below a watermark depend on besides it (zone, horizons, data versions).
+
+        Under one state key, the rollup part of a question read at watermark w1 plus the raw events with ids above
+        w1 is the answer at any later watermark: a pass only adds the events between the two watermarks, which
+        stay in raw until a compaction, and every compaction, rebuild or repair changes the key (rollups version).
+        """
         zone = self.rollup_zone.key if self.rollup_zone is not None else None
-        return (self.watermark, zone, tuple(sorted(self.horizons.items())), self.dimensions_version,
-                self.rollups_version)
+        return (zone, tuple(sorted(self.horizons.items())), self.dimensions_version, self.rollups_version)
 
 
 _CONTEXT_SQL = text(
@@ -273,11 +280,11 @@ def _needs_blog_sets(dim: Dimension | None) -> bool:
     return dim in (Dimension.AUTHOR, Dimension.COUNTRY, Dimension.VIEWER_COUNTRY)
 
 
-def _fixed_part(conn: Connection, ctx: ReadContext, p: Plan, sources: list[str], shape: Shape,
-                dim: Dimension | None, f: F.Filter) -> _Part:
-    """The rollup buckets and raw edges (ids <= watermark) of the plan, grouped; from the cache when it has them."""
+def _fixed_part(conn: Connection, p: Plan, sources: list[str], shape: Shape, dim: Dimension | None,
+                f: F.Filter) -> _Part:
+    """The rollup buckets and raw edges (ids <= the plan's watermark) of the plan, grouped, as one statement."""
     params = _Params()
-    ctes, members = _members(p, sources, shape, dim, f, params, small_tail=True, max_id=ctx.max_id)
+    ctes, members = _members(p, sources, shape, dim, f, params, small_tail=True, max_id=0)
     blog_sets = _needs_blog_sets(dim)
     group_cols = "pidx, gkey, blog_id" if blog_sets else "pidx, gkey"
     sql = ("WITH " + ", ".join(ctes)
@@ -285,13 +292,6 @@ def _fixed_part(conn: Connection, ctx: ReadContext, p: Plan, sources: list[str],
            + f"SELECT 0 AS kind, NULL AS src, pidx, gkey, {'blog_id' if blog_sets else 'NULL'}, SUM(views) "
            + f"FROM u GROUP BY {group_cols} "
            + "UNION ALL SELECT 1, src, NULL, NULL, NULL, COUNT(*) FROM u GROUP BY src")
-    cache = _cache_of(conn)
-    key = (sql, tuple(sorted(params.values.items())), ctx.fingerprint)
-    if cache is not None:
-        found = cache.get(key)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    _sql_allowed(conn)
     views: dict[GroupKey, int] = {}
     sets: dict[GroupKey, set[int]] = {}
     counts: dict[str, int] = {}
@@ -303,10 +303,60 @@ def _fixed_part(conn: Connection, ctx: ReadContext, p: Plan, sources: list[str],
                 sets.setdefault(g, set()).add(int(blog_id))
         else:
             counts[str(src)] = int(n)
-    part = _Part(views, {g: frozenset(b) for g, b in sets.items()} if blog_sets else None, counts)
+    return _Part(views, {g: frozenset(b) for g, b in sets.items()} if blog_sets else None, counts)
+
+
+def _read_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
+               dim: Dimension | None, f: F.Filter) -> tuple[Plan, _Part]:
+    p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
+    fixed_sources = [s for s in p.sources() if s != TAIL]
+    return p, _fixed_part(conn, p, fixed_sources, shape, dim, f) if fixed_sources else _Part({}, None, {})
+
+
+def _planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
+                  dim: Dimension | None, f: F.Filter) -> tuple[ReadContext, Plan, _Part]:
+    """The plan and its part at or below a watermark; the context to read the tail with (same watermark).
+
+    From the query cache when it holds this question under the same state key, read at this watermark or at an
+    older one with at most REUSE_TAIL events above it (the returned context then carries that older watermark,
+    so the tail covers everything above it, and the part is re-read at the new watermark in the background for
+    the next requests); otherwise read now and remember it.
+    """
+    cache = _cache_of(conn)
+    key = ("part", tuple(windows), shape, dim, f, ctx.state_key)
     if cache is not None:
-        cache.put(key, part, part.size)
-    return part
+        found = cache.get(key, lambda v: v[0] == ctx.watermark or (
+            v[0] < ctx.watermark and ctx.max_id - v[0] <= REUSE_TAIL))
+        if found is not None:
+            watermark, part = found
+            if watermark == ctx.watermark:
+                return ctx, plan_for(windows, ctx, SHAPE_GRAINS[shape]), part
+            _refresh_later(conn, cache, key, windows, shape, dim, f)
+            older = replace(ctx, watermark=watermark)
+            return older, plan_for(windows, older, SHAPE_GRAINS[shape]), part
+    _sql_allowed(conn)
+    p, part = _read_part(conn, ctx, windows, shape, dim, f)
+    if cache is not None:
+        cache.put(key, (ctx.watermark, part), part.size)
+    return ctx, p, part
+
+
+def _refresh_later(conn: Connection, cache: QueryCache, key: tuple[Any, ...], windows: list[tuple[int, int]],
+                   shape: Shape, dim: Dimension | None, f: F.Filter) -> None:
+    """Queue a re-read of a reused part at the watermark of a new snapshot (storage/engine.Database.read_later)."""
+    options = conn.get_execution_options()
+    later = options.get("read_later")
+    if not callable(later) or options.get("quick"):
+        return  # a quick read reads the tail next, so it is redone in a thread, which queues this
+
+    def job(c: Connection) -> None:
+        ctx = read_context(c)
+        if key[-1] != ctx.state_key:
+            return  # the state moved on (a rebuild, repair, compaction): the next request reads what it needs
+        _p, part = _read_part(c, ctx, windows, shape, dim, f)
+        cache.put(key, (ctx.watermark, part), part.size)
+
+    later(key, job)
 
 
 def _tail_rows(conn: Connection, ctx: ReadContext, p: Plan, shape: Shape, dim: Dimension | None,
@@ -399,11 +449,12 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     """
     f = F.simplify(f)
     shape = rollup_shape(dim, f)
-    p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
-    if not p.sources() or f == F.FALSE:
+    if f == F.FALSE:
+        p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
-    fixed_sources = [s for s in p.sources() if s != TAIL]
-    part = _fixed_part(conn, ctx, p, fixed_sources, shape, dim, f) if fixed_sources else _Part({}, None, {})
+    ctx, p, part = _planned_part(conn, ctx, windows, shape, dim, f)
+    if not p.sources():
+        return Aggregate([], 0, 0, [])
     tail = _tail_rows(conn, ctx, p, shape, dim, f) if TAIL in p.runs else []
     counts = {**part.counts, TAIL: len(tail)}
     blog_sets = _needs_blog_sets(dim)

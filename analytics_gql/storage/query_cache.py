@@ -1,10 +1,11 @@
 """A per-process cache of read results that cannot change while the data versions they were read under hold.
 
 What is cached is only the part of an answer that is fixed by the rollup state: rollup buckets and raw events at
-or below the watermark, as grouped by a statement of `storage/queries.py`. The key is the statement text, its
-bound parameters and a fingerprint of that state (watermark, rollup zone, retention horizons, the dimension and
-rollup versions of `data_versions`), all read in the request's own snapshot. Events above the watermark are never
-cached: they are read live and added to the cached part, so answers stay exact under continuous ingest.
+or below the watermark, as grouped by a statement of `storage/queries.py`, stored with the watermark it was read
+at. The key is the question (windows, shape, dimension, filter) and the state key (rollup zone, retention
+horizons, the dimension and rollup versions of `data_versions`), all read in the request's own snapshot. Events
+above that watermark are never cached: they are read live and added to the cached part, so answers stay exact
+under continuous ingest and across passes (a pass only moves events from above the watermark into the rollups).
 
 Bounded by entries and by rows (least recently used first out), shared by the threads of one process; a lock
 guards every structure. Values are treated as immutable once stored.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,11 +71,11 @@ class QueryCache:
         self._misses = 0
         self._labels: OrderedDict[int | None, Labels] = OrderedDict()
 
-    def get(self, key: Hashable) -> Any | None:
-        """The stored value (now most recently used), or None."""
+    def get(self, key: Hashable, accept: Callable[[Any], bool] | None = None) -> Any | None:
+        """The stored value (now most recently used), or None; a value `accept` refuses counts as a miss."""
         with self._lock:
             found = self._entries.get(key)
-            if found is None:
+            if found is None or (accept is not None and not accept(found[0])):
                 self._misses += 1
                 return None
             self._entries.move_to_end(key)

@@ -164,9 +164,9 @@ rollup_horizons = Table(
 )
 
 # Version counters the read side's per-process caches key on (storage/query_cache.py): "dimensions" is bumped in
-# the same transaction as every upsert of authors or blogs (from any process), "rollups" by a rebuild or an audit
-# repair (changes to rollup rows that do not move the watermark). A separate table, not rollup_state: a long pass
-# holds that row locked, and an upsert must not wait for it.
+# the same transaction as every upsert of authors or blogs (from any process), "rollups" by a rebuild, an audit
+# repair or a compaction that deleted rows (changes to rows at or below the watermark that do not move it). A
+# separate table, not rollup_state: a long pass holds that row locked, and an upsert must not wait for it.
 data_versions = Table(
     "data_versions",
     metadata,

@@ -29,6 +29,7 @@ from analytics_gql.api.app import create_app
 from analytics_gql.loading import ingest_records
 from analytics_gql.rollup import audit, catch_up, compact, rebuild
 from analytics_gql.settings import Settings
+from analytics_gql.storage import queries as Q
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.query_cache import QueryCache
 
@@ -174,10 +175,27 @@ def test_tail_pass_and_late_events(db: Database, quick_reads: bool, monkeypatch:
         sources = w.check_top("BLOG")["meta"]["sources"]
         assert {s["source"]: s["rows"] for s in sources}["tail"] == 2  # b2 and b3, one window
 
-        catch_up(db, settings_for(db), progress=False, quiet=True)  # (b) the watermark moves: new parts
+        catch_up(db, settings_for(db), progress=False, quiet=True)  # (b) the watermark moves
+        hits, misses = w.stats()
+        # Few events above the parts' older watermark: the parts are reused, the events folded since are the tail.
+        sources = w.check_top("BLOG")["meta"]["sources"]
+        assert {s["source"]: s["rows"] for s in sources}["tail"] == 2
+        check_all(w)
+        assert w.stats()[1] == misses and w.stats()[0] >= hits + len(QUESTIONS) + 3
+        db.settle()  # meanwhile each reused part was re-read at the new watermark, in the background
+        sources = w.check_top("BLOG")["meta"]["sources"]
+        assert {s["source"]: s["rows"] for s in sources}["tail"] == 0
+        check_all(w)
+        assert w.stats()[1] == misses
+
+        monkeypatch.setattr(Q, "REUSE_TAIL", 10)  # more events than that above the old watermark: new parts
+        w.views(views_at("b1", "KE", T0 + 200 * O.DAY + 3, 30, O.HOUR))
+        catch_up(db, settings_for(db), progress=False, quiet=True)
         hits, misses = w.stats()
         check_all(w)
         assert w.stats()[1] >= misses + len(QUESTIONS) + 2
+        sources = w.check_top("BLOG")["meta"]["sources"]
+        assert {s["source"]: s["rows"] for s in sources}["tail"] == 0
         check_all(w)
     assert any(reads) is quick_reads and not all(reads)
 
@@ -225,6 +243,23 @@ def test_compaction_moves_horizons(db: Database) -> None:
         hits, misses = w.stats()
         check_all(w)  # whole days: still answered, exactly, from the coarser grains
         assert w.stats()[1] > misses
+
+
+def test_compacted_late_events_are_not_lost_to_an_older_part(db: Database) -> None:
+    """A part read at watermark w1 is reused later with the events above w1 as its tail; late events folded after
+    w1 and then compacted out of raw (the raw horizon unchanged) would be missing from both: compaction must stop
+    the reuse."""
+    now = T0 + 400 * O.DAY
+    retention = settings_for(db, retention="raw=100d")
+    with world(db) as w:
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        compact(db, retention, now_us=now)  # the raw horizon is set; it will not move below
+        check_all(w)  # whole months in 2025: rollups only, now cached at w1
+        w.views(views_at("b1", "ET", T0 + 20 * O.DAY + 9, 12, O.HOUR))  # late: far past the raw horizon
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        report = compact(db, retention, now_us=now)
+        assert report.deleted["raw"] == 12  # the late events are gone from raw, kept only in the rollups
+        check_all(w)
 
 
 def test_zone_rebuild(db: Database) -> None:

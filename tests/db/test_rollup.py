@@ -210,13 +210,46 @@ def test_compaction_deletes_only_folded_rows_past_horizon(db: Database) -> None:
                 assert min(b for b, _, _ in counts) * DAY_US >= h["day"]
             if g in (Grain.MONTH, Grain.YEAR):  # coarse grains keep everything: still the full history
                 assert sum(counts.values()) == 20
-        # The ancient row is folded by the next pass, then compacted by the next compaction.
+        # The ancient row is folded by the next pass, then compacted by the next compaction (once a newer event
+        # holds the highest id: SQLite keeps the row with the highest id, test below).
+        add_events(db, [(1, "US", now)])
         rollup.refresh(d, s)
         with d.read() as conn:
-            assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 21
+            assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 22
         rollup.compact(d, s, now_us=now)
         with d.read() as conn:
             assert (2, None, ancient) not in raw_events(conn)
+    finally:
+        d.dispose()
+
+
+def test_late_events_after_compacting_every_raw_row_are_folded(db: Database) -> None:
+    """Compaction of all old raw events, then late events (old instants) arrive: their ids must lie above the
+    watermark, so the next pass folds them (SQLite reuses the highest rowid + 1 of a table: a compaction that
+    deleted the newest-id rows would hand out ids the watermark already covers, and the events would be lost)."""
+    now = to_us(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC))
+    old = [(1, "US", now - 300 * DAY_US + k * HOUR_US) for k in range(10)]
+    add_events(db, old)
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    d, s = with_settings(db, retention="raw=30d")
+    try:
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            state = store.read_state(conn)
+            assert state is not None
+            watermark = state.watermark
+            left = raw_events(conn)
+        assert len(left) == (1 if db.sqlite else 0)  # SQLite keeps the row with the highest id, nothing else
+        late = [(2, "KE", now - 200 * DAY_US + k * HOUR_US) for k in range(7)]
+        add_events(db, late)
+        with d.read() as conn:
+            assert conn.execute(text("SELECT MIN(id) FROM view_events WHERE blog_id = 2")).scalar() > watermark
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        with d.read() as conn:
+            totals = stored(conn)[(Grain.YEAR, Shape.TOTAL)]
+            by_blog = stored(conn)[(Grain.MONTH, Shape.BY_BLOG)]
+        assert sum(totals.values()) == 17
+        assert sum(v for (_b, blog, _c), v in by_blog.items() if blog == 2) == 7
     finally:
         d.dispose()
 

@@ -269,7 +269,8 @@ class Api:
 
 
 def _check_sources(stage: str, meta: dict[str, Any]) -> None:
-    """The plan is visible: before a pass only the raw tail serves; right after one, the tail gives no rows."""
+    """The plan is visible: before a pass only the raw tail serves; right after one, the tail of a question asked
+    for the first time gives no rows."""
     sources = {s["source"]: s["rows"] for s in meta["sources"]}
     if stage == "raw":
         assert set(sources) <= {"tail"}, sources
@@ -396,9 +397,11 @@ def test_queries_match_oracle(db: Database, dataset: Any, rz: str, data: st.Data
 
     def ask_all(stage: str) -> None:
         # Questions asked at an earlier stage are asked again: with the query cache on (the default), the rollup
-        # part read at that stage is reused while the watermark holds, and the live tail must still be added.
+        # part read at that stage is reused while the watermark holds, and the live tail must still be added;
+        # after a pass, the part read at the older watermark is reused with the events above it as the tail (so
+        # the "no tail rows after a pass" check applies to new questions only).
         for again in asked:
-            again(stage)
+            again(f"{stage}, asked again")
         for check in (check_blog_views, check_top, check_performance):
             run = check(api, rz, truth, data.draw, stage, anchors)
             if run is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from analytics_gql.settings import Settings
 from analytics_gql.storage.query_cache import QueryCache
 
 log = logging.getLogger(__name__)
+READ_LATER_DELAY = 0.05  # seconds a background read waits before it starts
 
 
 def normalise_url(url: str) -> str:
@@ -122,6 +124,8 @@ class Database:
 
         def run() -> None:
             try:
+                # Let the request that queued this finish first: under the GIL this thread would slow it down.
+                time.sleep(READ_LATER_DELAY)
                 with self.read() as conn:
                     job(conn)
             except Exception:

@@ -313,6 +313,21 @@ def _read_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]
     return p, _fixed_part(conn, p, fixed_sources, shape, dim, f) if fixed_sources else _Part({}, None, {})
 
 
+def _ranked_part(conn: Connection, ctx: ReadContext, dim: Dimension | None, part: _Part) -> list[Row]:
+    """The part's rows ranked and labelled (when no tail is added to it), computed once per part."""
+    ranked = part.ranked
+    if ranked is None:
+        fixed_blogs = part.blogs or {}
+
+        def constant_count(_g: GroupKey) -> int:
+            return 1 if dim is Dimension.BLOG else 0
+
+        ranked = _rank(conn, ctx, dim, part.views,
+                       (lambda g: len(fixed_blogs[g])) if _needs_blog_sets(dim) else constant_count)
+        part.ranked = ranked  # same value whichever thread computes it first
+    return ranked
+
+
 def _planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
                   dim: Dimension | None, f: F.Filter) -> tuple[ReadContext, Plan, _Part]:
     """The plan and its part at or below a watermark; the context to read the tail with (same watermark).
@@ -354,6 +369,8 @@ def _refresh_later(conn: Connection, cache: QueryCache, key: tuple[Any, ...], wi
         if key[-1] != ctx.state_key:
             return  # the state moved on (a rebuild, repair, compaction): the next request reads what it needs
         _p, part = _read_part(c, ctx, windows, shape, dim, f)
+        if ctx.max_id <= ctx.watermark:
+            _ranked_part(c, ctx, dim, part)  # what the next request needs when no tail is added
         cache.put(key, (ctx.watermark, part), part.size)
 
     later(key, job)
@@ -463,12 +480,7 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
         return 1 if dim is Dimension.BLOG else 0
 
     if not tail:
-        ranked = part.ranked
-        if ranked is None:
-            fixed_blogs = part.blogs or {}
-            ranked = _rank(conn, ctx, dim, part.views,
-                           (lambda g: len(fixed_blogs[g])) if blog_sets else constant_count)
-            part.ranked = ranked  # same value whichever thread computes it first
+        ranked = _ranked_part(conn, ctx, dim, part)
         views = part.views
     else:
         views = dict(part.views)

@@ -3,13 +3,15 @@
     .venv/bin/python bench/rollup.py                       # 1M and 5M events, SQLite and PostgreSQL
     .venv/bin/python bench/rollup.py --events 200000 --db sqlite
 
-PostgreSQL uses a throw-away database it creates and drops (ANALYTICS_BENCH_PG_URL, default the local server).
+PostgreSQL uses a throw-away database it creates and drops (ANALYTICS_BENCH_PG_URL, default the local server;
+its name starts with ANALYTICS_BENCH_DB_PREFIX, default ag_bench).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -95,7 +97,8 @@ def bare_group_by(db: Database) -> float:
 
 
 def run(kind: str, n: int, chunk: int, incremental: int) -> None:
-    with throwaway_database(kind, timezone=ZONE) as db:
+    prefix = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench")  # helpers sharing a server use their own
+    with throwaway_database(kind, prefix=prefix, timezone=ZONE) as db:
         s = db.settings.model_copy(update={"rollup_chunk": chunk})
         load_s = load(db, n, seed=n)
         base = bare_group_by(db)

@@ -20,6 +20,8 @@ from analytics_gql.storage.engine import Database
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("ANALYTICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# Engineers sharing one server name their throw-away databases apart (ag_tpl_*/ag_test_* by default).
+DB_PREFIX = os.environ.get("ANALYTICS_TEST_DB_PREFIX", "ag")
 REDIS_URL = os.environ.get("ANALYTICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
@@ -48,7 +50,7 @@ class PgServer:
         return f"{self.base}/{name}"
 
     def _create_template(self) -> str:
-        name = f"ag_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        name = f"{DB_PREFIX}_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         with self.admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
         db = Database(Settings(database_url=self.url(name)))
@@ -58,7 +60,7 @@ class PgServer:
         return name
 
     def new_database(self, *, migrated: bool = True) -> str:
-        name = f"ag_test_{uuid.uuid4().hex[:12]}"
+        name = f"{DB_PREFIX}_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as c:
             if migrated:
                 tpl = self.template or self._create_template()

@@ -195,6 +195,9 @@ def pg_tune_pass(conn: Connection) -> None:
     """
     conn.execute(text("SET LOCAL work_mem = '256MB'"))
     conn.execute(text("SET LOCAL synchronous_commit = off"))
+    # The raw scans cost past jit_above_cost, and compiling their expressions took longer than it saved
+    # (a 1M-event day x blog x country delta: 1.9 s with JIT, 1.5 s without).
+    conn.execute(text("SET LOCAL jit = off"))
 
 
 
@@ -242,30 +245,65 @@ def _drop_temps(conn: Connection, *names: str) -> None:
             conn.execute(text(f"DROP TABLE IF EXISTS temp.{name}"))
 
 
-def _upsert(conn: Connection, table: Table, keys: tuple[str, ...], select_sql: str) -> None:
-    """Add the (bucket, *keys, views) rows of `select_sql` into a rollup table."""
-    cols = ", ".join(("bucket", *keys))
+def _pg_merge(conn: Connection) -> bool:
+    """PostgreSQL 15+ (MERGE); older servers keep INSERT .. ON CONFLICT."""
+    version = conn.dialect.server_version_info or (0,)
+    return conn.dialect.name == "postgresql" and version >= (15,)
+
+
+def _add(conn: Connection, table: Table, keys: tuple[str, ...], select_sql: str) -> None:
+    """Add the (bucket, *keys, views) rows of `select_sql` (one row per key) into a rollup table."""
+    cols = ("bucket", *keys)
+    names = ", ".join(cols)
+    if _pg_merge(conn):
+        # MERGE joins the delta to the table and then inserts new keys plainly; INSERT .. ON CONFLICT inserts each
+        # new key speculatively (an extra index probe and WAL record per row) and locks each existing row before
+        # updating it. Measured on the benchmark's month table: 1.5x faster into an empty table, 1.6x when half the
+        # keys exist, as fast for late events. Safe without ON CONFLICT because only the pass writes rollup rows
+        # and every rollup writer (pass, rebuild, compaction, audit repair) holds the pass lock (pg_pass_lock).
+        on = " AND ".join(f"t.{c} = d.{c}" for c in cols)
+        conn.execute(text(
+            f"MERGE INTO {table.name} t USING ({select_sql} ORDER BY {names}) d ON {on} "
+            f"WHEN MATCHED THEN UPDATE SET views = t.views + d.views "
+            f"WHEN NOT MATCHED THEN INSERT ({names}, views) VALUES ({', '.join(f'd.{c}' for c in cols)}, d.views)"
+        ))
+        return
     # `WHERE true` resolves SQLite's parse ambiguity between a SELECT's join clause and ON CONFLICT.
     conn.execute(text(
-        f"INSERT INTO {table.name} ({cols}, views) SELECT {cols}, views FROM ({select_sql}) s WHERE true "
-        # Key order: B-tree appends and neighbouring updates instead of random page touches (2-3x on PostgreSQL).
-        f"ORDER BY {cols} ON CONFLICT ({cols}) DO UPDATE SET views = {table.name}.views + excluded.views"
+        f"INSERT INTO {table.name} ({names}, views) SELECT {names}, views FROM ({select_sql}) s WHERE true "
+        # Key order: B-tree appends and neighbouring updates instead of random page touches.
+        f"ORDER BY {names} ON CONFLICT ({names}) DO UPDATE SET views = {table.name}.views + excluded.views"
     ))
 
 
-# Per shape, the delta temp table a pass reads it from: (day, blog, country), (day, blog) or (day, country).
-_DAY_SOURCES = {Shape.FULL: "rollup_dbc", Shape.BY_BLOG: "rollup_db", Shape.BY_COUNTRY: "rollup_dc",
-                Shape.TOTAL: "rollup_dc"}
-# 1970-01-01 (day 0) was a Thursday: (day + 3) % 7 is the weekday counted from Monday.
-_BUCKET = {Grain.DAY: "d.day", Grain.WEEK: "d.day - (d.day + 3) % 7", Grain.MONTH: "c.month", Grain.YEAR: "c.year"}
+# Where each rollup table's delta comes from: (source, bucket expression, join). Sources are the pass's delta temp
+# tables, each read once per table: rollup_hc (UTC hour, local day, reader country) and rollup_dbc (local day, blog,
+# reader country) come from raw; rollup_dc (day, country), rollup_db (day, blog), rollup_mbc (month, blog, country)
+# and rollup_days (day -> month, year) are derived from them, each from the smallest that holds what it needs.
+# 1970-01-01 (day 0) was a Thursday: (day + 3) % 7 is the weekday counted from Monday. Month keys are
+# year * 12 + month - 1 and positive, so `/ 12` is the year.
+_WEEK = "d.day - (d.day + 3) % 7"
+_DAYS = " JOIN rollup_days c ON c.day = d.day"
+_SOURCES: dict[tuple[Grain, bool], tuple[str, str, str]] = {
+    # (grain, keeps blog) -> source
+    (Grain.HOUR, False): ("rollup_hc", "d.hour", ""),
+    (Grain.DAY, False): ("rollup_dc", "d.day", ""),
+    (Grain.WEEK, False): ("rollup_dc", _WEEK, ""),
+    (Grain.MONTH, False): ("rollup_dc", "c.month", _DAYS),
+    (Grain.YEAR, False): ("rollup_dc", "c.year", _DAYS),
+    (Grain.DAY, True): ("rollup_db", "d.day", ""),
+    (Grain.WEEK, True): ("rollup_db", _WEEK, ""),
+    (Grain.MONTH, True): ("rollup_mbc", "d.month", ""),
+    (Grain.YEAR, True): ("rollup_mbc", "d.month / 12", ""),
+}
 
 
 def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     """Add raw events with low < id <= high into every rollup table; return how many events that was.
 
     The raw rows are scanned twice, into two small deltas: (UTC hour, local day, reader country), which feeds
-    every reader-country and total shape, and (local day, blog, reader country), which feeds the blog shapes;
-    week, month and year come from the day deltas. Each table gets one set-based upsert.
+    every blog-less shape, and (local day, blog, reader country), which feeds the blog shapes; coarser deltas are
+    derived from those. Each table gets one set-based statement adding its delta.
     """
     span = conn.execute(
         select(func.min(view_events.c.viewed_at), func.max(view_events.c.viewed_at), func.count())
@@ -287,20 +325,19 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     _temp(conn, "rollup_dc", "SELECT day, viewer_country, sum(views) AS views FROM rollup_hc GROUP BY 1, 2")
     _temp(conn, "rollup_db", "SELECT day, blog_id, sum(views) AS views FROM rollup_dbc GROUP BY 1, 2")
     _temp(conn, "rollup_days", _civil_select("(SELECT DISTINCT day FROM rollup_dc) d"))
+    # Month x blog x country once: the month and year tables of every blog shape read it, not the day delta.
+    _temp(conn, "rollup_mbc", "SELECT c.month AS month, d.blog_id, d.viewer_country, sum(d.views) AS views "
+                              f"FROM rollup_dbc d{_DAYS} GROUP BY 1, 2, 3")
     for (grain, shape), table in rollup_tables.items():
         keys = SHAPE_KEYS[shape]
-        cols = "".join(f", {k}" for k in keys)
-        if grain is Grain.HOUR:
-            if "blog_id" in keys:
-                raise AssertionError("the hour grain keeps no blog shape (SHAPE_GRAINS)")
-            source, bucket, join = "rollup_hc d", "d.hour", ""
-        else:
-            source, bucket = f"{_DAY_SOURCES[shape]} d", _BUCKET[grain]
-            join = " JOIN rollup_days c ON c.day = d.day" if grain in (Grain.MONTH, Grain.YEAR) else ""
+        if grain is Grain.HOUR and "blog_id" in keys:
+            raise AssertionError("the hour grain keeps no blog shape (SHAPE_GRAINS)")
+        source, bucket, join = _SOURCES[(grain, "blog_id" in keys)]
+        cols = "".join(f", d.{k}" for k in keys)
         group = ", ".join(str(i) for i in range(1, len(keys) + 2))
-        _upsert(conn, table, keys, f"SELECT {bucket} AS bucket{cols.replace(', ', ', d.')}, sum(d.views) AS views "
-                                   f"FROM {source}{join} GROUP BY {group}")
-    _drop_temps(conn, "rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days")
+        _add(conn, table, keys, f"SELECT {bucket} AS bucket{cols}, sum(d.views) AS views "
+                                f"FROM {source} d{join} GROUP BY {group}")
+    _drop_temps(conn, "rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
     return count
 
 

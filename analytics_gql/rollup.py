@@ -22,6 +22,26 @@ from analytics_gql.storage.tables import SHAPE_KEYS, rollup_tables
 
 log = logging.getLogger(__name__)
 
+# Raw ids folded per pass transaction when ANALYTICS_ROLLUP_CHUNK is unset (docs/BENCHMARKS.md, "Rollup pass cost").
+# SQLite: a chunk holds the single write lock, so every writer waits for it: keep it to a few seconds of work.
+# PostgreSQL: a pass transaction blocks no writer and no reader (MVCC; it takes the raw table's EXCLUSIVE lock only
+# in its own short transaction first, R6), and only other passes, compaction and audit wait for its lock. Its cost
+# is rewriting rollup rows that every chunk touches again, so a chunk is larger there, still bounded: a crash redoes
+# at most one chunk, and its largest statement (the day x blog x reader-country delta) stays well under the
+# default statement_timeout (30 s).
+SQLITE_CHUNK = 500_000
+PG_CHUNK = 5_000_000
+# SQLite: how long a pass leaves the write lock free between two chunks (longer than the busy handler's 100 ms poll).
+SQLITE_WRITER_GAP_S = 0.11
+
+
+def chunk_size(db: Database, settings: Settings) -> int:
+    """Raw ids per pass transaction: ANALYTICS_ROLLUP_CHUNK, else the database's default."""
+    if settings.rollup_chunk is not None:
+        return settings.rollup_chunk
+    return SQLITE_CHUNK if db.sqlite else PG_CHUNK
+
+
 # R6: a pass may queue ingest behind its EXCLUSIVE lock request for at most this long before skipping a round.
 WRITER_LOCK_TIMEOUT_MS = 200
 
@@ -86,6 +106,7 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
     result = PassResult()
     zone = ZoneInfo(settings.timezone)
     target: int | None = None
+    chunk = chunk_size(db, settings)
     if not db.sqlite:
         with db.engine.connect() as conn, conn.begin():
             # Short, separate transaction: commit releases the EXCLUSIVE lock at once (see pg_safe_high).
@@ -95,6 +116,7 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             log.info(result.summary())
             return result
     while True:
+        chunk_t0 = time.monotonic()
         with _locked(db, wait=wait) as maybe:
             if maybe is None:
                 result.skipped = "another pass is running"
@@ -107,7 +129,7 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
                 target = store.max_event_id(conn)
             result.target = target
             low = state.watermark
-            high = min(target, low + settings.rollup_chunk)
+            high = min(target, low + chunk)
             if high > low:
                 if not db.sqlite:
                     store.pg_tune_pass(conn)
@@ -125,6 +147,12 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             _progress_update(progress, high - low)
         if result.watermark >= target:
             break
+        if db.sqlite:
+            # Let waiting writers in between chunks: SQLite's lock is not fair, a writer in its busy handler polls
+            # every 100 ms at most, and without this gap it missed the window between chunks and waited for the
+            # whole catch-up instead of one chunk (docs/BENCHMARKS.md, "Rollup pass cost").
+            # At most 5% of the chunk's own time, so tiny chunks (tests) do not turn into sleeps.
+            time.sleep(min(SQLITE_WRITER_GAP_S, 0.05 * (time.monotonic() - chunk_t0)))
     result.seconds = time.monotonic() - t0
     log.info(result.summary())
     return result
@@ -316,5 +344,5 @@ def status(db: Database, settings: Settings) -> store.RollupStatus:
         return store.status(conn, settings.retention_days)
 
 
-__all__ = ["AuditReport", "CompactReport", "PassResult", "audit", "catch_up", "compact", "rebuild", "refresh",
-           "status", "Grain"]
+__all__ = ["AuditReport", "CompactReport", "PassResult", "audit", "catch_up", "chunk_size", "compact", "rebuild",
+           "refresh", "status", "Grain"]

@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     # Compressive retention, opt-in: e.g. "raw=400d,hour=1095d" (day and coarser kept forever when absent).
     retention: str | None = None
-    rollup_chunk: int = Field(default=500_000, ge=1)
+    # Raw ids folded per pass transaction; unset: a per-database default (rollup.chunk_size).
+    rollup_chunk: int | None = Field(default=None, ge=1)
     # Production switches (S4/F18): GraphiQL and introspection can be turned off.
     graphiql: bool = True
     introspection: bool = True

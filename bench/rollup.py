@@ -96,10 +96,11 @@ def bare_group_by(db: Database) -> float:
     return best
 
 
-def run(kind: str, n: int, chunk: int, incremental: int) -> None:
+def run(kind: str, n: int, chunk: int | None, incremental: int) -> None:
     prefix = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench")  # helpers sharing a server use their own
     with throwaway_database(kind, prefix=prefix, timezone=ZONE) as db:
         s = db.settings.model_copy(update={"rollup_chunk": chunk})
+        size = rollup.chunk_size(db, s)
         load_s = load(db, n, seed=n)
         base = bare_group_by(db)
         t0 = time.perf_counter()
@@ -107,7 +108,7 @@ def run(kind: str, n: int, chunk: int, incremental: int) -> None:
         fold_s = time.perf_counter() - t0
         assert r.events == n, r
         print(f"{kind:10} {n:>10,} events  load {load_s:6.1f} s | bare GROUP BY {base:6.2f} s | "
-              f"pass ({len(rollup_tables)} tables, 5 grains, chunk {chunk:,}) {fold_s:6.2f} s = "
+              f"pass ({len(rollup_tables)} tables, 5 grains, chunk {size:,}) {fold_s:6.2f} s = "
               f"{n / fold_s:>9,.0f} events/s, ratio {fold_s / base:4.2f}x")
         with db.read() as conn:
             counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar() or 0
@@ -131,7 +132,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, nargs="+", default=[1_000_000, 5_000_000])
     p.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    p.add_argument("--chunk", type=int, default=Settings().rollup_chunk, help="events per pass transaction")
+    p.add_argument("--chunk", type=int, default=Settings().rollup_chunk,
+                   help="raw ids per pass transaction (default: ANALYTICS_ROLLUP_CHUNK, else per database)")
     p.add_argument("--incremental", type=int, default=50_000, help="then fold this many new events (P2)")
     a = p.parse_args()
     kinds = ["sqlite", "postgresql"] if a.db == "both" else [a.db]

@@ -186,6 +186,11 @@ def pg_pass_lock(conn: Connection, *, wait: bool) -> bool:
 # ---------------------------------------------------------------- folding
 
 
+# PostgreSQL work_mem for the pass, and for its two raw scans (see fold).
+PASS_WORK_MEM = "256MB"
+RAW_SCAN_WORK_MEM: str | None = "4MB"
+
+
 def pg_tune_pass(conn: Connection) -> None:
     """PostgreSQL: settings for this pass transaction only.
 
@@ -193,7 +198,7 @@ def pg_tune_pass(conn: Connection) -> None:
     synchronous_commit off: a crash may lose the last pass, but its upserts and watermark move are lost together
     (one transaction), so the next pass simply redoes it: exactness is unaffected, commit latency is saved.
     """
-    conn.execute(text("SET LOCAL work_mem = '256MB'"))
+    conn.execute(text(f"SET LOCAL work_mem = '{PASS_WORK_MEM}'"))
     conn.execute(text("SET LOCAL synchronous_commit = off"))
     # The raw scans cost past jit_above_cost, and compiling their expressions took longer than it saved
     # (a 1M-event day x blog x country delta: 1.9 s with JIT, 1.5 s without).
@@ -315,6 +320,12 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     offset = _offset_case(zone, lo_us, hi_us + 1)
     vc = f"COALESCE(viewer_country, '{UNKNOWN_COUNTRY}')"
     ids = {"low": low, "high": high}
+    raw_mem = RAW_SCAN_WORK_MEM if conn.dialect.name == "postgresql" else None
+    if raw_mem:
+        # The raw aggregates have 0.1-2M groups: one hash table that large misses the CPU caches on every row,
+        # while a small work_mem spills in partitions that fit them (1M events, alternating: 4 MB 0.72 / 0.80 s,
+        # 256 MB 0.94 / 1.08 s for the hour and day x blog deltas).
+        conn.execute(text(f"SET LOCAL work_mem = '{raw_mem}'"))
     _temp(conn, "rollup_hc", f"""
         SELECT viewed_at / {HOUR_US} AS hour, (viewed_at + {offset}) / {DAY_US} AS day, {vc} AS viewer_country,
                count(*) AS views
@@ -322,6 +333,8 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     _temp(conn, "rollup_dbc", f"""
         SELECT (viewed_at + {offset}) / {DAY_US} AS day, blog_id, {vc} AS viewer_country, count(*) AS views
         FROM view_events WHERE id > :low AND id <= :high GROUP BY 1, 2, 3""", ids)
+    if raw_mem:
+        conn.execute(text(f"SET LOCAL work_mem = '{PASS_WORK_MEM}'"))
     _temp(conn, "rollup_dc", "SELECT day, viewer_country, sum(views) AS views FROM rollup_hc GROUP BY 1, 2")
     _temp(conn, "rollup_db", "SELECT day, blog_id, sum(views) AS views FROM rollup_dbc GROUP BY 1, 2")
     _temp(conn, "rollup_days", _civil_select("(SELECT DISTINCT day FROM rollup_dc) d"))

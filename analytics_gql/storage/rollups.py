@@ -323,8 +323,8 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     raw_mem = RAW_SCAN_WORK_MEM if conn.dialect.name == "postgresql" else None
     if raw_mem:
         # The raw aggregates have 0.1-2M groups: one hash table that large misses the CPU caches on every row,
-        # while a small work_mem spills in partitions that fit them (1M events, alternating: 4 MB 0.72 / 0.80 s,
-        # 256 MB 0.94 / 1.08 s for the hour and day x blog deltas).
+        # while a small work_mem spills in partitions that fit them (1M events, medians of 3 alternating rounds:
+        # 4 MB 0.70 / 0.79 s, 256 MB 0.94 / 1.08 s for the hour and the day x blog x country delta).
         conn.execute(text(f"SET LOCAL work_mem = '{raw_mem}'"))
     _temp(conn, "rollup_hc", f"""
         SELECT viewed_at / {HOUR_US} AS hour, (viewed_at + {offset}) / {DAY_US} AS day, {vc} AS viewer_country,

@@ -115,6 +115,9 @@ class ScopeGuard(SchemaExtension):
 class FieldMetrics(SchemaExtension):
     """Count and time each root field (the unit operators ask about: blogViews, top, performance...)."""
 
+    # Nested fields pass straight through `resolve`: the fast execution context may skip it for them (execution.py).
+    resolves_root_fields_only = True
+
     def resolve(self, _next: Callable[..., Any], root: Any, info: Any, *args: Any,
                 **kwargs: Any) -> Any:
         """Time root fields only; nested fields pass straight through."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from analytics_gql import reports
 from analytics_gql.api.context import Context
+from analytics_gql.api.execution import execution_context_class
 from analytics_gql.api.extensions import schema_extensions
 from analytics_gql.api.types import (
     AuthorInput,
@@ -112,9 +114,14 @@ class Mutation:
         return RefreshResult(enqueued=await info.context.enqueue_refresh())
 
 
-def build_schema(settings: Settings) -> strawberry.Schema:
-    """The executable schema with the security and performance extensions for `settings`."""
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=schema_extensions(settings),
+def build_schema(settings: Settings, *, fast: bool = True,
+                 extensions: tuple[type[SchemaExtension], ...] = ()) -> strawberry.Schema:
+    """The executable schema with the security and performance extensions for `settings`.
+
+    `fast=False` completes results with graphql-core's own execution context (api/execution.py has the fast path;
+    tests compare the two); `extensions` are appended to the standard ones (tests)."""
+    return strawberry.Schema(query=Query, mutation=Mutation, extensions=[*schema_extensions(settings), *extensions],
+                             execution_context_class=execution_context_class() if fast else None,
                              config=StrawberryConfig(disable_field_suggestions=not settings.introspection))
 
 

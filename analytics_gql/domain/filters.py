@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from analytics_gql.domain.records import COUNTRY_CODES
 from analytics_gql.errors import BadInput
 
 MAX_VALUES = 1_000
@@ -170,10 +171,11 @@ _OTHER = "\x00other"
 def blog_level(f: Filter) -> Filter:
     """A blog-only filter: true when the filter holds for the blog with SOME reader country (or none).
 
-    Used for `blogsCreated` (CONTRACT 3): enumerate the reader classes that matter (each mentioned code,
-    any other code, unknown) and OR the substituted filters.
+    Used for `blogsCreated` (CONTRACT 3): enumerate the reader classes that matter (each mentioned code a reader
+    can have, any other code, unknown) and OR the substituted filters. A mentioned value that is not an ISO code
+    ("--", "ZZ") names no reader: no view can match it, so it is no reader class of its own.
     """
-    classes: list[str | None] = [*sorted(viewer_codes(f)), _OTHER, None]
+    classes: list[str | None] = [*sorted(viewer_codes(f) & COUNTRY_CODES), _OTHER, None]
     return simplify(Or(tuple(substitute_viewer_country(f, c) for c in classes)))
 
 

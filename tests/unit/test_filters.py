@@ -73,6 +73,18 @@ def test_substitute_viewer_country(f: F.Filter, v: dict[str, str | None], code: 
         f, {**v, "viewer_country": code})
 
 
+def test_blog_level_ignores_values_no_reader_can_have() -> None:
+    """Found by the oracle property test: "--" is no reader's country (an unknown one is None), so `viewerCountry:
+    {eq: "--"}` matches no view, and a blog other than b1 cannot satisfy NOT blog=b1 AND (blog=b1 OR reader "--")."""
+    f = F.And((F.Not(F.Atom(F.Field.BLOG, frozenset(["b1"]))),
+               F.Or((F.Atom(F.Field.BLOG, frozenset(["b1"])), F.Atom(F.Field.VIEWER_COUNTRY, frozenset(["--"]))))))
+    for blog in ("b1", "b2"):
+        v: dict[str, str | None] = {"blog": blog, "author": "a1", "country": None}
+        assert not any(naive(f, {**v, "viewer_country": c}) for c in EVERY_READER)
+        assert not F.evaluate(F.blog_level(f), **{**v, "viewer_country": None})  # type: ignore[arg-type]
+    assert F.blog_level(F.Atom(F.Field.VIEWER_COUNTRY, frozenset(["KE", "ZZ"]))) == F.TRUE
+
+
 def test_examples() -> None:
     v = {"blog": "b1", "author": "a1", "country": None, "viewer_country": None}
     # A view whose blog has no country matches no country predicate, and its negation holds.

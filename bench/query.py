@@ -6,8 +6,9 @@
 Per database and size: seed N views (`loading.seed`: 200 authors, 2,000 blogs, ~3 years back), fold them into the
 rollups (`rollup.catch_up`), ANALYZE, start `analytics-gql serve` (one uvicorn worker, 127.0.0.1, a free port,
 ANALYTICS_ROLLUP_INTERVAL=3600 so no pass runs during the measurement) and time, for 1 month, 1 year and 3 years:
-`top(dimension: BLOG)`, `blogViews(groupBy: COUNTRY, granularity: MONTH)`, `performance(granularity: DAY)` in UTC
-and in America/New_York. Each answer is checked against the raw SQL and DuckDB answers (exact, not just timed).
+`top(dimension: BLOG)`, `blogViews(groupBy: COUNTRY, granularity: MONTH)`, the same `blogViews` without periods
+(an answer of fixed size, for the 3-year / 1-month cost), `performance(granularity: DAY)` in UTC and in
+America/New_York. Each answer is checked against the raw SQL and DuckDB answers (exact, not just timed).
 Baselines: the same question as one raw GROUP BY over `view_events` in the same database (median of a few runs),
 and DuckDB scanning the same raw events (exported from that database into an in-memory table) with
 `SET threads=1`, only the query timed. Then requests/s for `top` (1 year) with 8 concurrent keep-alive clients.
@@ -57,7 +58,7 @@ RANGES = {"1m": 1, "1y": 12, "3y": 36}  # months back from today
 class Question:
     """One question (`kind`) over one range of whole local dates [start, end) in `zone`."""
 
-    kind: str  # "top", "blogViews", "performance" (or "floor": `{ __typename }`)
+    kind: str  # "top", "blogViews", "blogViewsTotal", "performance" (or "floor": `{ __typename }`)
     span: str
     zone: str
     start: dt.date
@@ -66,7 +67,7 @@ class Question:
     @property
     def name(self) -> str:
         names = {"floor": "floor", "top": "top BLOG", "blogViews": "blogViews COUNTRY MONTH",
-                 "performance": "performance DAY"}
+                 "blogViewsTotal": "blogViews COUNTRY", "performance": "performance DAY"}
         return names[self.kind]
 
     @property
@@ -90,6 +91,9 @@ class Question:
         if self.kind == "blogViews":
             return (f"{{ blogViews(groupBy: COUNTRY, granularity: MONTH, {rng}, first: 1000) {{ totalCount "
                     f"nodes {{ key label periodStart periodLabel blogCount views }} {meta} }} }}")
+        if self.kind == "blogViewsTotal":  # the same grouping without periods: an answer whose size is fixed
+            return (f"{{ blogViews(groupBy: COUNTRY, {rng}, first: 1000) {{ totalCount "
+                    f"nodes {{ key label blogCount views }} {meta} }} }}")
         return (f'{{ performance(granularity: DAY, {rng}, timeZone: "{self.zone}") {{ points {{ periodStart '
                 f"periodEnd label views blogsCreated growth partial }} {meta} }} }}")
 
@@ -98,6 +102,10 @@ class Question:
         if self.kind == "top":  # all blogs' counts; ranking 2,000 rows is left to Python (favours the baseline)
             return (f"SELECT blog_id, COUNT(*) FROM view_events WHERE viewed_at >= {self.lo} "
                     f"AND viewed_at < {self.hi} GROUP BY blog_id")
+        if self.kind == "blogViewsTotal":
+            return ("SELECT COALESCE(b.country_code, '--') AS k, COUNT(*) AS v, COUNT(DISTINCT e.blog_id) AS n "
+                    "FROM view_events e JOIN blogs b ON b.id = e.blog_id "
+                    f"WHERE e.viewed_at >= {self.lo} AND e.viewed_at < {self.hi} GROUP BY 1")
         if self.kind == "blogViews":
             return (f"SELECT {_month_case(self)} AS p, COALESCE(b.country_code, '--') AS k, COUNT(*) AS v, "
                     "COUNT(DISTINCT e.blog_id) AS n FROM view_events e JOIN blogs b ON b.id = e.blog_id "
@@ -113,6 +121,9 @@ class Question:
         if self.kind == "top":
             ranked = sorted(((blog_keys[int(b)], int(v)) for b, v in rows), key=lambda kv: (-kv[1], kv[0]))
             return sum(v for _, v in ranked), ranked[:10]
+        if self.kind == "blogViewsTotal":
+            totals = sorted(((str(k), int(v), int(n)) for k, v, n in rows), key=lambda r: (-r[1], r[0]))
+            return len(totals), totals
         if self.kind == "blogViews":
             ordered = sorted(((int(p), str(k), int(v), int(n)) for p, k, v, n in rows),
                              key=lambda r: (r[0], -r[2], r[1]))
@@ -126,6 +137,9 @@ class Question:
         if self.kind == "top":
             t = data["top"]
             return t["totalViews"], [(n["key"], n["views"]) for n in t["nodes"]]
+        if self.kind == "blogViewsTotal":
+            bv = data["blogViews"]
+            return bv["totalCount"], [(n["key"], n["views"], n["blogCount"]) for n in bv["nodes"]]
         if self.kind == "blogViews":
             bv = data["blogViews"]
             return bv["totalCount"], [(n["key"], n["views"], n["blogCount"]) for n in bv["nodes"]]
@@ -160,11 +174,12 @@ def _month_case(q: Question) -> str:
 
 
 def questions(today: dt.date) -> list[Question]:
-    """The twelve questions (4 kinds x 3 ranges), ranges as whole local dates ending today (exclusive)."""
+    """The fifteen questions (5 kinds x 3 ranges), ranges as whole local dates ending today (exclusive)."""
     out = []
     for span, months in RANGES.items():
         start = _months_back(today, months)
         out += [Question("top", span, "UTC", start, today), Question("blogViews", span, "UTC", start, today),
+                Question("blogViewsTotal", span, "UTC", start, today),
                 Question("performance", span, "UTC", start, today), Question("performance", span, NY, start, today)]
     return out
 

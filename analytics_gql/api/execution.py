@@ -28,6 +28,11 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from graphql import (
+    GRAPHQL_MAX_INT,
+    GRAPHQL_MIN_INT,
+    GraphQLBoolean,
+    GraphQLID,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -35,6 +40,7 @@ from graphql import (
     GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLSchema,
+    GraphQLString,
 )
 from graphql import version_info as graphql_version
 from graphql.execution.collect_fields import FieldDetailsList
@@ -58,8 +64,14 @@ DEFINITION = "strawberry-definition"  # Strawberry's back-reference from a Graph
 # Values of these exact types are never awaitable nor exceptions: safe to hand to a scalar's coerce_output_value.
 PLAIN_VALUES = frozenset({int, float, str, bool, dt.datetime, dt.date, dt.time, decimal.Decimal, uuid.UUID})
 
-# (response key, python attribute or None for __typename, coerce_output_value, nullable)
-Entry = tuple[str, str | None, Callable[[Any], Any], bool]
+# graphql-core's built-in scalars return a value of exactly this type unchanged (Int: within 32 bits), so the fast
+# path skips their serialiser for it; any other value still goes through `coerce_output_value`.
+_UNCHANGED = {"Int": int, "String": str, "ID": str, "Boolean": bool}
+_BUILTIN_SCALARS = {"Int": GraphQLInt, "String": GraphQLString, "ID": GraphQLID, "Boolean": GraphQLBoolean}
+
+# (response key, python attribute or None for __typename, coerce_output_value, nullable, the type of values that
+# coerce_output_value returns unchanged or None)
+Entry = tuple[str, str | None, Callable[[Any], Any], bool, type | None]
 Plan = tuple[Entry, ...]
 
 _plain_fields: weakref.WeakKeyDictionary[GraphQLSchema, dict[str, Mapping[str, tuple[str, GraphQLScalarType, bool]]]]
@@ -120,13 +132,16 @@ class FastExecutionContext(_Base):
                                                for d in details):
                     break
                 if name == "__typename":
-                    entries.append((response_key, None, str, False))
+                    entries.append((response_key, None, str, False, None))
                     continue
                 leaf = plain.get(name)
                 if leaf is None:
                     break
                 attribute, scalar, nullable = leaf
-                entries.append((response_key, attribute, scalar.coerce_output_value, nullable))
+                builtin = _BUILTIN_SCALARS.get(scalar.name)
+                unchanged = _UNCHANGED[scalar.name] if builtin is not None and (
+                    scalar is builtin or scalar.coerce_output_value is builtin.coerce_output_value) else None
+                entries.append((response_key, attribute, scalar.coerce_output_value, nullable, unchanged))
             else:
                 plan = tuple(entries)
         self._plans[key] = (field_details_list, plan)  # the list is kept alive so its id stays unique
@@ -137,11 +152,15 @@ class FastExecutionContext(_Base):
         """The completed object, or None when anything is unusual (graphql-core then completes it)."""
         out: dict[str, Any] = {}
         try:
-            for key, attribute, coerce, nullable in plan:
+            for key, attribute, coerce, nullable, unchanged in plan:
                 if attribute is None:
                     out[key] = typename
                     continue
-                value = getattr(obj, attribute, Undefined)
+                value: Any = getattr(obj, attribute, Undefined)
+                kind = type(value)
+                if kind is unchanged and (kind is not int or GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT):
+                    out[key] = value  # what the built-in scalar's serialiser returns for it
+                    continue
                 if value is None:
                     if not nullable:
                         return None

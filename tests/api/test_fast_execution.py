@@ -218,6 +218,24 @@ def test_leaf_errors_as_graphql_core(pair: Pair, built: list[int], monkeypatch: 
     assert 0 in built  # the fast path met the bad value and handed the object back to graphql-core
 
 
+COERCED_LEAVES: list[tuple[str, Any, Any]] = [
+    # values a built-in scalar returns unchanged (the fast path skips its serialiser) and values it converts
+    ("views", 2**31 - 1, 2**31 - 1), ("views", -(2**31), -(2**31)), ("views", True, 1), ("views", 7.0, 7),
+    ("label", "plain", "plain"), ("label", 7, "7"), ("label", True, "true"), ("blogsCreated", False, 0),
+]
+
+
+@pytest.mark.parametrize(("attribute", "value", "shown"), COERCED_LEAVES,
+                         ids=[f"{a}={v!r}" for a, v, _ in COERCED_LEAVES])
+def test_coerced_leaves_as_graphql_core(pair: Pair, monkeypatch: pytest.MonkeyPatch, attribute: str, value: Any,
+                                        shown: Any) -> None:
+    _patched_points(monkeypatch, lambda point: setattr(point, attribute, value))
+    a, b = pair.both(PERFORMANCE, {})
+    assert (a.status_code, a.content) == (b.status_code, b.content)
+    assert "errors" not in a.json()
+    assert a.json()["data"]["performance"]["points"][3][attribute] == shown
+
+
 class Shout(SchemaExtension):
     """A middleware that changes nested fields (not root-only): the fast path must not skip it."""
 

@@ -50,11 +50,11 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
     else:
         windows = [(start, end)] if start < end else []
     agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset)
-    rows = [
-        GroupRow(key=k, label=label, period_start=periods[i].start if periods else None,
-                 period_label=periods[i].label if periods else None, blog_count=blogs, views=views)
-        for i, k, label, views, blogs in agg.rows[: q.first]
-    ]
+    if periods:
+        rows = [GroupRow(k, label, periods[i].start, periods[i].label, blogs, views)
+                for i, k, label, views, blogs in agg.rows[: q.first]]
+    else:
+        rows = [GroupRow(k, label, None, None, blogs, views) for _i, k, label, views, blogs in agg.rows[: q.first]]
     has_next = len(agg.rows) > q.first
     return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
                          end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources))

@@ -148,8 +148,13 @@ class FastExecutionContext(_Base):
         return plan
 
     @staticmethod
-    def _build(plan: Plan, typename: str, obj: Any) -> dict[str, Any] | None:
-        """The completed object, or None when anything is unusual (graphql-core then completes it)."""
+    def _build(plan: Plan, typename: str, obj: Any, memo: dict[tuple[str, int], Any] | None = None
+               ) -> dict[str, Any] | None:
+        """The completed object, or None when anything is unusual (graphql-core then completes it).
+
+        `memo` (one list's items): the serialised form of a date or datetime object already met in this field of an
+        earlier item, by identity (the items keep those objects alive while the list is built).
+        """
         out: dict[str, Any] = {}
         try:
             for key, attribute, coerce, nullable, unchanged in plan:
@@ -166,11 +171,18 @@ class FastExecutionContext(_Base):
                         return None
                     out[key] = None
                     continue
-                if type(value) not in PLAIN_VALUES:
+                if kind not in PLAIN_VALUES:
                     return None
+                if memo is not None and (kind is dt.datetime or kind is dt.date):
+                    seen = memo.get((key, id(value)))
+                    if seen is not None:
+                        out[key] = seen
+                        continue
                 coerced = coerce(value)
                 if coerced is None or coerced is Undefined:
                     return None
+                if memo is not None and (kind is dt.datetime or kind is dt.date):
+                    memo[(key, id(value))] = coerced
                 out[key] = coerced
         except Exception:  # noqa: BLE001 - the standard path raises it again, with its path
             return None
@@ -200,12 +212,13 @@ class FastExecutionContext(_Base):
             plan = self._plan(inner, field_details_list)
             if plan is not None:
                 build, typename = self._build, inner.name
+                memo: dict[tuple[str, int], Any] = {}
                 out: list[Any] = []
                 for item in result:  # type: ignore[union-attr]  # a list or a tuple
                     if item is None and nullable:
                         out.append(None)
                         continue
-                    built = build(plan, typename, item) if item is not None else None
+                    built = build(plan, typename, item, memo) if item is not None else None
                     if built is None:
                         break  # graphql-core completes the whole list, with its errors and paths
                     out.append(built)

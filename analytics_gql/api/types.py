@@ -172,8 +172,15 @@ class BlogViewsResult:
 
     @staticmethod
     def from_domain(p: Q.BlogViewsPage) -> BlogViewsResult:
-        nodes = [BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=instant(r.period_start),
-                              period_label=r.period_label, blog_count=r.blog_count, views=r.views) for r in p.rows]
+        starts: dict[int | None, dt.datetime | None] = {}  # a page repeats few periods: one datetime each
+        nodes = []
+        for r in p.rows:
+            if r.period_start in starts:
+                start = starts[r.period_start]
+            else:
+                start = starts[r.period_start] = instant(r.period_start)
+            nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
+                                      period_label=r.period_label, blog_count=r.blog_count, views=r.views))
         cursor = encode_cursor(p.end_offset) if p.end_offset is not None else None
         return BlogViewsResult(total_count=p.total_count, page_info=PageInfo(has_next_page=p.has_next,
                                                                              end_cursor=cursor),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from analytics_gql.domain import calendar as cal
@@ -137,9 +138,8 @@ class Meta:
     sources: list[SourceUse]
 
 
-@dataclass(frozen=True)
-class GroupRow:
-    """One group (and period) of views."""
+class GroupRow(NamedTuple):
+    """One group (and period) of views (a tuple: a page holds up to 1,000 of them, built per request)."""
 
     key: str
     label: str

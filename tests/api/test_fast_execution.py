@@ -141,8 +141,9 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     original = execution.FastExecutionContext._build
 
-    def counting(plan: execution.Plan, typename: str, obj: Any) -> dict[str, Any] | None:
-        out = original(plan, typename, obj)
+    def counting(plan: execution.Plan, typename: str, obj: Any,
+                 memo: dict[tuple[str, int], Any] | None = None) -> dict[str, Any] | None:
+        out = original(plan, typename, obj, memo)
         seen.append(int(out is not None))
         return out
 

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from analytics_gql.domain import calendar as cal
+from analytics_gql.domain.memo import IdentityMemo
 from analytics_gql.domain.queries import (
     MAX_POINTS,
     BlogViewsPage,
@@ -27,6 +28,8 @@ from analytics_gql.storage import queries as store
 
 # blogViews has no point limit in the contract; this bound only keeps one request's planning finite.
 MAX_BLOGVIEWS_PERIODS = 100_000
+# blogViews rows built from a page of ranked rows, by the page's identity and the periods (domain/memo.py).
+_PAGE_ROWS: IdentityMemo[list[GroupRow]] = IdentityMemo(256)
 
 
 def _resolve(conn: Connection, ctx: store.ReadContext, spec: RangeSpec) -> tuple[int, int]:
@@ -50,11 +53,16 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
     else:
         windows = [(start, end)] if start < end else []
     agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset)
-    if periods:
-        rows = [GroupRow(k, label, periods[i].start, periods[i].label, blogs, views)
-                for i, k, label, views, blogs in agg.rows[: q.first]]
-    else:
-        rows = [GroupRow(k, label, None, None, blogs, views) for _i, k, label, views, blogs in agg.rows[: q.first]]
+    shape = (q.first, tuple((p.start, p.label) for p in periods))
+    rows = _PAGE_ROWS.get(agg.rows, shape)  # a page the query cache served before: the same rows
+    if rows is None:
+        if periods:
+            rows = [GroupRow(k, label, periods[i].start, periods[i].label, blogs, views)
+                    for i, k, label, views, blogs in agg.rows[: q.first]]
+        else:
+            rows = [GroupRow(k, label, None, None, blogs, views)
+                    for _i, k, label, views, blogs in agg.rows[: q.first]]
+        _PAGE_ROWS.put(agg.rows, rows, shape)
     has_next = len(agg.rows) > q.first
     return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
                          end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources))

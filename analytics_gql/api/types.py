@@ -12,6 +12,7 @@ import strawberry
 from analytics_gql.domain import calendar as cal
 from analytics_gql.domain import filters as F
 from analytics_gql.domain import queries as Q
+from analytics_gql.domain.memo import IdentityMemo
 from analytics_gql.errors import BadInput
 
 
@@ -163,6 +164,10 @@ class BlogViewsRow:
     views: int
 
 
+# GraphQL rows of a page of report rows, by the identity of that list (domain/memo.py); never mutated.
+_PAGE_NODES: IdentityMemo[list[BlogViewsRow]] = IdentityMemo(256)
+
+
 @strawberry.type
 class BlogViewsResult:
     total_count: int
@@ -172,15 +177,18 @@ class BlogViewsResult:
 
     @staticmethod
     def from_domain(p: Q.BlogViewsPage) -> BlogViewsResult:
-        starts: dict[int | None, dt.datetime | None] = {}  # a page repeats few periods: one datetime each
-        nodes = []
-        for r in p.rows:
-            if r.period_start in starts:
-                start = starts[r.period_start]
-            else:
-                start = starts[r.period_start] = instant(r.period_start)
-            nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
-                                      period_label=r.period_label, blog_count=r.blog_count, views=r.views))
+        nodes = _PAGE_NODES.get(p.rows)  # the same rows as a request before (reports.py): the same nodes
+        if nodes is None:
+            starts: dict[int | None, dt.datetime | None] = {}  # a page repeats few periods: one datetime each
+            nodes = []
+            for r in p.rows:
+                if r.period_start in starts:
+                    start = starts[r.period_start]
+                else:
+                    start = starts[r.period_start] = instant(r.period_start)
+                nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
+                                          period_label=r.period_label, blog_count=r.blog_count, views=r.views))
+            _PAGE_NODES.put(p.rows, nodes)
         cursor = encode_cursor(p.end_offset) if p.end_offset is not None else None
         return BlogViewsResult(total_count=p.total_count, page_info=PageInfo(has_next_page=p.has_next,
                                                                              end_cursor=cursor),

@@ -10,7 +10,7 @@ import functools
 import heapq
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -32,6 +32,8 @@ from analytics_gql.storage.tables import (
     rollup_tables,
 )
 
+# Pages of one cached part kept as list objects (_Part.pages).
+_PAGES_PER_PART = 16
 # Up to this many events above the watermark, the tail is read through the id index.
 SMALL_TAIL = 200_000
 # A cached rollup part read at an older watermark is reused while at most this many events lie above that
@@ -256,13 +258,16 @@ class _Part:
     """Views per (pidx, group key), distinct blogs per group (when asked for) and rows per source.
 
     Stored in the query cache and shared between threads: never mutated after `_fixed_part` returns, except
-    `ranked`, which is filled once (idempotently) when a request finds no tail rows to add.
+    `ranked`, which is filled once (idempotently) when a request finds no tail rows to add, and `pages`, the
+    pages cut from it (one list object per (offset, limit): callers may memoise what they derive from a page on
+    its identity, reports.py does).
     """
 
     views: dict[GroupKey, int]
     blogs: dict[GroupKey, frozenset[int]] | None
     counts: dict[str, int]
     ranked: list[Row] | None = None
+    pages: dict[tuple[int, int | None], list[Row]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -482,21 +487,28 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     if not tail:
         ranked = _ranked_part(conn, ctx, dim, part)
         views = part.views
-    else:
-        views = dict(part.views)
-        extra: dict[GroupKey, set[int]] = {}
-        fixed_blogs = part.blogs or {}
-        for pidx, gkey, blog, n in tail:
-            g = (pidx, gkey)
-            views[g] = views.get(g, 0) + n
-            if blog_sets and blog is not None and blog not in fixed_blogs.get(g, ()):
-                extra.setdefault(g, set()).add(blog)
+        page = part.pages.get((offset, limit))
+        if page is None:
+            page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
+            if len(part.pages) < _PAGES_PER_PART:
+                part.pages[(offset, limit)] = page  # the same list for the same page of this part
+        return Aggregate(page, len(views), sum(views.values()),
+                         [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
 
-        def merged_count(g: GroupKey) -> int:
-            return len(fixed_blogs.get(g, ())) + len(extra.get(g, ()))
+    views = dict(part.views)
+    extra: dict[GroupKey, set[int]] = {}
+    fixed_blogs = part.blogs or {}
+    for pidx, gkey, blog, n in tail:
+        g = (pidx, gkey)
+        views[g] = views.get(g, 0) + n
+        if blog_sets and blog is not None and blog not in fixed_blogs.get(g, ()):
+            extra.setdefault(g, set()).add(blog)
 
-        ranked = _rank(conn, ctx, dim, views, merged_count if blog_sets else constant_count,
-                       None if limit is None else offset + limit)
+    def merged_count(g: GroupKey) -> int:
+        return len(fixed_blogs.get(g, ())) + len(extra.get(g, ()))
+
+    ranked = _rank(conn, ctx, dim, views, merged_count if blog_sets else constant_count,
+                   None if limit is None else offset + limit)
     page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
     return Aggregate(page, len(views), sum(views.values()), [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
 

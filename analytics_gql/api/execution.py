@@ -46,6 +46,8 @@ from graphql import version_info as graphql_version
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import AwaitableOrValue, Path, Undefined
 
+from analytics_gql.domain.memo import IdentityMemo, SharedList
+
 if TYPE_CHECKING:
     from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext as _Base
 else:
@@ -73,6 +75,9 @@ _BUILTIN_SCALARS = {"Int": GraphQLInt, "String": GraphQLString, "ID": GraphQLID,
 # coerce_output_value returns unchanged or None)
 Entry = tuple[str, str | None, Callable[[Any], Any], bool, type | None]
 Plan = tuple[Entry, ...]
+
+# Output of lists marked shared (domain/memo.SharedList: memoised, never mutated), by their identity and the plan.
+_SHARED_OUTPUT: IdentityMemo[list[Any]] = IdentityMemo(256)
 
 _plain_fields: weakref.WeakKeyDictionary[GraphQLSchema, dict[str, Mapping[str, tuple[str, GraphQLScalarType, bool]]]]
 _plain_fields = weakref.WeakKeyDictionary()
@@ -207,9 +212,15 @@ class FastExecutionContext(_Base):
         item_type = return_type.of_type
         nullable = not isinstance(item_type, GraphQLNonNull)
         inner = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
-        if (position_context is None and isinstance(inner, GraphQLObjectType) and type(result) in (list, tuple)
+        if (position_context is None and isinstance(inner, GraphQLObjectType)
+                and type(result) in (list, tuple, SharedList)
                 and self.get_stream_usage(field_details_list, path) is None):
             plan = self._plan(inner, field_details_list)
+            shared = type(result) is SharedList
+            if plan is not None and shared:
+                done = _SHARED_OUTPUT.get(result, (plan, inner.name))
+                if done is not None:
+                    return done  # the objects built for this very list before (never mutated, nor is the list)
             if plan is not None:
                 build, typename = self._build, inner.name
                 memo: dict[tuple[str, int], Any] = {}
@@ -223,7 +234,7 @@ class FastExecutionContext(_Base):
                         break  # graphql-core completes the whole list, with its errors and paths
                     out.append(built)
                 else:
-                    return out
+                    return _SHARED_OUTPUT.put(result, out, (plan, typename)) if shared else out
         return super().complete_list_value(
             return_type, field_details_list, info, path, result, position_context)
 

@@ -12,7 +12,7 @@ import strawberry
 from analytics_gql.domain import calendar as cal
 from analytics_gql.domain import filters as F
 from analytics_gql.domain import queries as Q
-from analytics_gql.domain.memo import IdentityMemo
+from analytics_gql.domain.memo import IdentityMemo, SharedList
 from analytics_gql.errors import BadInput
 
 
@@ -180,7 +180,7 @@ class BlogViewsResult:
         nodes = _PAGE_NODES.get(p.rows)  # the same rows as a request before (reports.py): the same nodes
         if nodes is None:
             starts: dict[int | None, dt.datetime | None] = {}  # a page repeats few periods: one datetime each
-            nodes = []
+            nodes = SharedList()
             for r in p.rows:
                 if r.period_start in starts:
                     start = starts[r.period_start]

@@ -10,28 +10,32 @@ exists; a lookup also checks the source by identity and the extra key by equalit
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 
 
+class SharedList(list[Any]):
+    """A list that is memoised and shared between requests: nobody mutates it, so what is derived from it (the
+    output objects of api/execution.py) may be memoised on its identity as well."""
+
+
 class IdentityMemo(Generic[V]):
-    """At most `size` values, each keyed by (the identity of a source object, a hashable key)."""
+    """At most `size` values, each keyed by the identity of a source object and a key compared by equality."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: dict[int, tuple[object, Hashable, V]] = {}
+        self._entries: dict[int, tuple[object, object, V]] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: object, key: Hashable = None) -> V | None:
+    def get(self, source: object, key: object = None) -> V | None:
         """The value stored for this very `source` object and an equal `key`, or None."""
         found = self._entries.get(id(source))
         if found is not None and found[0] is source and found[1] == key:
             return found[2]
         return None
 
-    def put(self, source: object, value: V, key: Hashable = None) -> V:
+    def put(self, source: object, value: V, key: object = None) -> V:
         """Remember `value` for `source` and `key` (all entries are dropped when full); return it."""
         with self._lock:
             if len(self._entries) >= self._size:

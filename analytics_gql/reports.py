@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from analytics_gql.domain import calendar as cal
-from analytics_gql.domain.memo import IdentityMemo
+from analytics_gql.domain.memo import IdentityMemo, SharedList
 from analytics_gql.domain.queries import (
     MAX_POINTS,
     BlogViewsPage,
@@ -53,8 +53,9 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
     else:
         windows = [(start, end)] if start < end else []
     agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset)
-    shape = (q.first, tuple((p.start, p.label) for p in periods))
-    rows = _PAGE_ROWS.get(agg.rows, shape)  # a page the query cache served before: the same rows
+    shared = type(agg.rows) is SharedList  # a page of a cached part: the same list for the same page
+    shape = (q.first, tuple((p.start, p.label) for p in periods)) if shared else None
+    rows = _PAGE_ROWS.get(agg.rows, shape) if shared else None
     if rows is None:
         if periods:
             rows = [GroupRow(k, label, periods[i].start, periods[i].label, blogs, views)
@@ -62,7 +63,8 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
         else:
             rows = [GroupRow(k, label, None, None, blogs, views)
                     for _i, k, label, views, blogs in agg.rows[: q.first]]
-        _PAGE_ROWS.put(agg.rows, rows, shape)
+        if shared:
+            rows = _PAGE_ROWS.put(agg.rows, SharedList(rows), shape)
     has_next = len(agg.rows) > q.first
     return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
                          end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources))

@@ -177,10 +177,11 @@ class BlogViewsResult:
 
     @staticmethod
     def from_domain(p: Q.BlogViewsPage) -> BlogViewsResult:
-        nodes = _PAGE_NODES.get(p.rows)  # the same rows as a request before (reports.py): the same nodes
+        shared = type(p.rows) is SharedList  # rows memoised by reports.py: the same nodes for the same rows
+        nodes = _PAGE_NODES.get(p.rows) if shared else None
         if nodes is None:
             starts: dict[int | None, dt.datetime | None] = {}  # a page repeats few periods: one datetime each
-            nodes = SharedList()
+            nodes = SharedList() if shared else []
             for r in p.rows:
                 if r.period_start in starts:
                     start = starts[r.period_start]
@@ -188,7 +189,8 @@ class BlogViewsResult:
                     start = starts[r.period_start] = instant(r.period_start)
                 nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
                                           period_label=r.period_label, blog_count=r.blog_count, views=r.views))
-            _PAGE_NODES.put(p.rows, nodes)
+            if shared:
+                _PAGE_NODES.put(p.rows, nodes)
         cursor = encode_cursor(p.end_offset) if p.end_offset is not None else None
         return BlogViewsResult(total_count=p.total_count, page_info=PageInfo(has_next_page=p.has_next,
                                                                              end_cursor=cursor),

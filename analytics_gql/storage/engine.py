@@ -134,7 +134,11 @@ class Database:
                 with self._later_lock:
                     self._later_pending.discard(key)
 
-        pool.submit(run)
+        try:
+            pool.submit(run)
+        except RuntimeError:  # the pool was shut down meanwhile (dispose): nothing to refresh any more
+            with self._later_lock:
+                self._later_pending.discard(key)
 
     def settle(self) -> None:
         """Wait until the background reads queued so far are done (tests and benchmarks)."""

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, text
 
 from analytics_gql.domain import filters as F
 from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval
+from analytics_gql.domain.memo import SharedList
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run, plan
 from analytics_gql.domain.queries import Dimension, SourceUse
 from analytics_gql.storage.query_cache import QueryCache
@@ -259,8 +260,8 @@ class _Part:
 
     Stored in the query cache and shared between threads: never mutated after `_fixed_part` returns, except
     `ranked`, which is filled once (idempotently) when a request finds no tail rows to add, and `pages`, the
-    pages cut from it (one list object per (offset, limit): callers may memoise what they derive from a page on
-    its identity, reports.py does).
+    pages cut from it (one SharedList per (offset, limit): callers may memoise what they derive from a page on
+    its identity, reports.py does; a page with a tail added is a plain, per-request list).
     """
 
     views: dict[GroupKey, int]
@@ -489,9 +490,9 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
         views = part.views
         page = part.pages.get((offset, limit))
         if page is None:
-            page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
+            page = SharedList(ranked[offset:] if limit is None else ranked[offset:offset + limit])
             if len(part.pages) < _PAGES_PER_PART:
-                part.pages[(offset, limit)] = page  # the same list for the same page of this part
+                part.pages[(offset, limit)] = page  # the same (shared, never mutated) list for the same page
         return Aggregate(page, len(views), sum(views.values()),
                          [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
 

@@ -59,7 +59,7 @@ class Labels:
 
 
 class QueryCache:
-    """LRU over (statement, parameters, fingerprint) -> an immutable result part, bounded by entries and rows."""
+    """LRU over (question, rollup state) -> an immutable result part, bounded by entries and rows."""
 
     def __init__(self, max_entries: int, max_rows: int) -> None:
         self.max_entries = max_entries

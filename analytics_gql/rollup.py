@@ -154,7 +154,8 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             # At most 5% of the chunk's own time, so tiny chunks (tests) do not turn into sleeps.
             time.sleep(min(SQLITE_WRITER_GAP_S, 0.05 * (time.monotonic() - chunk_t0)))
     result.seconds = time.monotonic() - t0
-    log.info(result.summary())
+    # A scheduled pass with nothing to fold is routine: keep it out of the INFO log (one line every interval).
+    log.log(logging.INFO if result.events or result.skipped else logging.DEBUG, result.summary())
     return result
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import uvicorn
 
+from analytics_gql import logs
 from analytics_gql.api.app import create_app
 from analytics_gql.api.context import JOBS_RUNTIME, jobs_runtime
 from analytics_gql.settings import Settings
@@ -63,7 +64,7 @@ def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the API until interrupted (loopback by default: pass --host 0.0.0.0 to expose it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     # Our ErrorPolicy logs masked errors once, with the request id; strawberry would also log every user error.
     logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     config = uvicorn_config(create_app(settings), host=host, port=port)

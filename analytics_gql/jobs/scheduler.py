@@ -12,6 +12,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from analytics_gql import logs
 from analytics_gql.jobs.actors import Actors
 from analytics_gql.settings import Settings
 
@@ -63,7 +64,7 @@ def run_forever(settings: Settings) -> None:
     """The `scheduler` command: over Redis it only enqueues; embedded it also runs an in-process worker."""
     from analytics_gql.jobs import runtime
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     if not settings.redis_url:
         log.info("ANALYTICS_REDIS_URL unset: running the scheduler with an in-process worker")
         rt = runtime.start_embedded(settings)

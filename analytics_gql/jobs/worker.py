@@ -7,6 +7,7 @@ import sys
 
 import dramatiq
 
+from analytics_gql import logs
 from analytics_gql.settings import Settings
 
 
@@ -19,7 +20,7 @@ def run(settings: Settings, threads: int) -> int:
     from analytics_gql.jobs.broker import make_broker
     from analytics_gql.jobs.scheduler import wait_for_signal
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     broker, actors = make_broker(settings)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=max(1, threads), worker_timeout=1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import threading
 import time
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from rollup_helpers import Event, add_events, assert_exact, expected, narrow, raw_events, reset, stored
 from sqlalchemy import text, update
 
-from analytics_gql import rollup
+from analytics_gql import logs, rollup
 from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, offset_segments, to_us
 from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
@@ -383,3 +384,27 @@ def test_watermark_and_rollups_in_one_transaction(db: Database) -> None:
         want = narrow(expected(raw_events(conn), "UTC")[Grain.YEAR], Shape.FULL)
         assert want == stored(conn)[(Grain.YEAR, Shape.FULL)]
     assert len(GRAINS) == 5
+
+
+def test_idle_passes_stay_out_of_the_info_log(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """A pass that folds events logs them at INFO; a scheduled pass with nothing to fold logs at DEBUG only."""
+    add_events(db, [(1, "US", LO + i * HOUR_US) for i in range(3)])
+    with caplog.at_level(logging.DEBUG, logger="analytics_gql.rollup"):
+        rollup.refresh(db, db.settings)
+        rollup.refresh(db, db.settings)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "analytics_gql.rollup"]
+    assert [level for level, _ in lines] == [logging.INFO, logging.DEBUG]
+    assert lines[0][1].startswith("folded 3 events in 1 chunk(s)")
+    assert lines[1][1].startswith("folded 0 events in 0 chunk(s)")
+
+
+def test_process_logging_quiets_routine_scheduler_runs() -> None:
+    """The long-running commands' logging keeps APScheduler's per-run INFO lines out, and its warnings in."""
+    executors = logging.getLogger("apscheduler.executors")
+    saved = executors.level
+    try:
+        logs.configure()
+        assert not executors.isEnabledFor(logging.INFO)
+        assert executors.isEnabledFor(logging.WARNING)
+    finally:
+        executors.setLevel(saved)

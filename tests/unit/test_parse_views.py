@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from hypothesis import example, given
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from analytics_gql.domain.records import RecordError, parse_view, parse_views
@@ -68,8 +69,10 @@ def batched(item: Any) -> tuple[str, Any]:
 @example({"eventId": "e", "blogId": "b", "viewerId": "v", "viewedAt": "1970-01-02T23:59:59.999999Z"})
 @example({"eventId": "e", "blogId": "b", "viewerId": "v", "viewerCountry": ["KE"]})  # was a TypeError, not a reason
 @example({"eventId": "e", "blogId": "b", "viewerId": "v", "viewerCountry": ["KE"], "viewedAt": "2025-02-01T12:00:00Z"})
+@settings(max_examples=400)  # cheap, and the fast paths' edges are needles: search wider than the profile
 def test_batch_parser_equals_the_validator(d: dict[str, Any]) -> None:
     expected = one_by_one(d)
+    assert expected == field_by_field(d)  # parse_view's fast path against its own field-by-field rules
     assert batched(d) == expected
     try:
         text = orjson.dumps(d)
@@ -109,3 +112,54 @@ def test_order_and_indexes_are_kept() -> None:
     assert [i for i, _ in errors] == [5, 9]
     assert errors[0][1].startswith("invalid JSON: ")
     assert errors[1][1] == "viewerCountry: 'ke' must be upper case (KE)"
+
+
+class _NotExactlyDict(dict[str, Any]):
+    """A mapping parse_view cannot take its fast path for (it checks `type(d) is dict`): the field-by-field rules."""
+
+
+def field_by_field(d: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", tuple(parse_view(_NotExactlyDict(d), NOW))
+    except RecordError as e:
+        return "error", e.message
+
+
+GOOD = {"eventId": "e", "blogId": "b", "viewerId": "v", "viewerCountry": "KE", "viewedAt": "2025-02-01T12:34:56Z"}
+GOOD_US = 1_738_413_296_000_000
+MAX_US = 7_258_118_400_000_000  # 2200-01-01T00:00:00Z, the first instant refused
+MIN_US = 172_800_000_000  # 1970-01-03T00:00:00Z, the first instant accepted
+# One field of an otherwise well-formed record changed (so both fast paths are entered), and what must happen.
+EDGES: list[tuple[str, Any, tuple[str, Any]]] = [
+    *[(f, "x" * 255, ("ok", None)) for f in ("eventId", "blogId", "viewerId")],
+    *[(f, "x" * 256, ("error", f"{f}: longer than 255 characters (256)")) for f in ("eventId", "blogId", "viewerId")],
+    *[(f, "a\x00b", ("error", f"{f}: contains a NUL character")) for f in ("eventId", "blogId", "viewerId")],
+    ("viewerCountry", "ke", ("error", "viewerCountry: 'ke' must be upper case (KE)")),
+    ("viewerCountry", "XX", ("error", "viewerCountry: 'XX' is not an ISO 3166-1 alpha-2 country code")),
+    ("viewerCountry", "", ("ok", None)),
+    ("viewedAt", "1970-01-03T00:00:00Z", ("ok", MIN_US)),
+    ("viewedAt", "1970-01-02T23:59:59.999999Z",
+     ("error", "viewedAt: '1970-01-02T23:59:59.999999Z' is out of range (1970-01-03 to 2199-12-31)")),
+    ("viewedAt", "2199-12-31T23:59:59.999999Z", ("ok", MAX_US - 1)),
+    ("viewedAt", "2200-01-01T00:00:00Z",
+     ("error", "viewedAt: '2200-01-01T00:00:00Z' is out of range (1970-01-03 to 2199-12-31)")),
+    ("viewedAt", "2200-01-01T01:00:00+01:00",
+     ("error", "viewedAt: '2200-01-01T01:00:00+01:00' is out of range (1970-01-03 to 2199-12-31)")),
+    ("viewedAt", "2025-02-01T12:34:56", ("ok", GOOD_US)),  # no offset: UTC
+    ("viewedAt", "2025-02-01T14:34:56+02:00", ("ok", GOOD_US)),
+    ("viewedAt", "", ("ok", NOW)),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "want"), EDGES, ids=[f"{f}={v[:30]!r}" for f, v, _ in EDGES])
+def test_fast_paths_keep_every_rule_at_its_edge(field: str, value: Any, want: tuple[str, Any]) -> None:
+    d = {**GOOD, field: value}
+    if want[0] == "ok":
+        r = dict(zip(("eventId", "blogId", "viewerId", "viewerCountry"), ("e", "b", "v", "KE"), strict=True))
+        r[field] = value or None
+        at = want[1] if field == "viewedAt" else GOOD_US
+        want = ("ok", (r["eventId"], r["blogId"], r["viewerId"], r["viewerCountry"], at))
+    assert field_by_field(d) == want
+    assert one_by_one(d) == want  # parse_view's fast path
+    assert batched(d) == want  # parse_views' fast path, from a dict
+    assert batched(orjson.dumps(d)) == want  # and from a line

@@ -233,6 +233,7 @@ def _parsed_view_batches(db: Database, stream: IO[bytes], is_csv: bool) -> Itera
             try:
                 message = parent_end.recv_bytes()
             except EOFError:
+                child.join(5)  # its pipe closed as it ended: wait for its exit code, which says why
                 raise RuntimeError(f"the parser process ended unexpectedly (exit code {child.exitcode})") from None
             tag, body = message[:1], memoryview(message)[1:]
             if tag == b"B":

@@ -3,6 +3,8 @@ exact rows, line numbers and counts against an independent reading of the file, 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,33 @@ def test_a_parser_failure_is_raised_here(db: Database, tmp_path: Path, parser_mo
     path.write_bytes(b"eventId,blogId\nx1,b1\n" + b"x2,b\xff\n")
     with pytest.raises(UnicodeDecodeError):
         loading.import_path(db, "views", str(path), progress=False)
+
+
+def test_a_parser_killed_mid_file_fails_the_import_and_a_rerun_completes_it(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    load_dims(db)
+    monkeypatch.setattr(loading, "PARSE_IN_CHILD", True)
+    monkeypatch.setattr(loading, "IMPORT_BATCH", 7)
+    lines = [orjson.dumps({"eventId": f"k{i}", "blogId": BLOGS[i % 3], "viewedAt": "2025-02-01T12:00:00Z"})
+             for i in range(40)]
+    path = tmp_path / "views.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    real = loading._resolved_view_batches
+    parent = os.getpid()
+
+    def dies_before_the_third_batch(stream: Any, is_csv: bool, lookup: Any) -> Any:
+        for n, batch in enumerate(real(stream, is_csv, lookup)):
+            if n == 2 and os.getpid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+    monkeypatch.setattr(loading, "_resolved_view_batches", dies_before_the_third_batch)
+    with pytest.raises(RuntimeError, match=r"the parser process ended unexpectedly \(exit code -9\)"):
+        loading.import_path(db, "views", str(path), progress=False)
+    assert "views: " not in capsys.readouterr().out  # no summary: nothing looks like success
+    assert [r[0] for r in stored_views(db)] == [f"k{i}" for i in range(14)]  # the two batches sent, committed
+    monkeypatch.setattr(loading, "_resolved_view_batches", real)
+    again = loading.import_path(db, "views", str(path), progress=False)
+    assert (again.accepted, again.duplicates, again.rejected) == (26, 14, 0)
+    assert [r[0] for r in stored_views(db)] == [f"k{i}" for i in range(40)]

@@ -115,10 +115,14 @@ def test_large_lists_are_chunked_and_keep_arrival_order(db: Database) -> None:
         {"eventId": f"e{i}", "blogId": "b1" if i % 3 else "b2", "viewedAt": T0} for i in range(n)
     ]
     items[n - 2] = {"eventId": "e5", "blogId": "b1", "viewedAt": T0}  # duplicate in the second chunk
-    r = loading.ingest_records(db, "views", items)
-    assert (r.accepted, r.duplicates, r.rejected) == (n - 1, 1, 0)
+    items[3] = {"eventId": "e3", "blogId": "ghost"}  # rejected in the first chunk
+    items[n - 4] = {"eventId": f"e{n - 4}", "blogId": "ghost"}  # and in the second: indexes go on counting
+    r = loading.ingest_records(db, "views", items, index_base=1)
+    assert (r.accepted, r.duplicates, r.rejected) == (n - 3, 1, 2)
+    assert [(e.index, e.message) for e in r.errors] == [
+        (4, "unknown blog 'ghost': load the blog first"), (n - 3, "unknown blog 'ghost': load the blog first")]
     got = [row[0] for row in stored_views(db)]
-    assert got == [f"e{i}" for i in range(n) if i != n - 2]
+    assert got == [f"e{i}" for i in range(n) if i not in (3, n - 4, n - 2)]
 
 
 def test_unknown_kind_is_a_user_error(db: Database) -> None:

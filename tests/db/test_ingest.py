@@ -39,10 +39,11 @@ def test_authors_and_blogs_upsert_by_client_id(db: Database) -> None:
     r = loading.ingest_records(
         db,
         "authors",
-        [{"id": "a2", "name": "Mei Lin", "country": "TW"}, {"id": "a3", "name": "X", "country": "XX"}],
+        [{"id": "a2", "name": "Mei", "country": "CN"}, {"id": "a3", "name": "X", "country": "XX"},
+         {"id": "a2", "name": "Mei Lin", "country": "TW"}],  # repeated in one call: the last one wins
     )
     assert r.to_dict() == {
-        "accepted": 1, "duplicates": 0, "rejected": 1,
+        "accepted": 2, "duplicates": 0, "rejected": 1,
         "errors": [{"index": 1, "message": "country: 'XX' is not an ISO 3166-1 alpha-2 country code"}],
     }
     r = loading.ingest_records(

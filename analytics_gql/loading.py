@@ -366,7 +366,7 @@ def _ndjson_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], 
 
 
 class _CsvRowError(dict[str, Any]):
-    """A CSV row that cannot become a record (more cells than columns): carries its message instead."""
+    """A CSV row that cannot become a record (more or fewer cells than columns): carries its message instead."""
 
     def __init__(self, message: str) -> None:
         super().__init__()
@@ -374,18 +374,30 @@ class _CsvRowError(dict[str, Any]):
 
 
 def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
-    """Batches of (line number, dict) from a CSV file with a header row; empty cells are absent fields."""
+    """Batches of (line number, dict) from a CSV file with a header row; empty cells are absent fields.
+
+    A record is numbered by the line it starts on (a quoted cell may hold line breaks); blank lines count but are
+    skipped, before the header too. A row with more or fewer cells than the header is rejected: a row cut short
+    would otherwise become a view with its last fields missing (viewedAt: now).
+    """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.DictReader(text)
+    reader = csv.reader(text)
+    header: list[str] | None = None
     batch: list[tuple[int, Any]] = []
-    for row in reader:
-        if None in row:
-            cells = len(row[None]) + len(row) - 1
-            columns = len(reader.fieldnames or ())
-            item: dict[str, Any] = _CsvRowError(f"{cells} cells but the header has {columns} columns")
+    start = 1  # the line the next record starts on
+    for cells in reader:
+        line, start = start, reader.line_num + 1
+        if not cells:
+            continue
+        if header is None:
+            header = cells
+            continue
+        item: dict[str, Any]
+        if len(cells) != len(header):
+            item = _CsvRowError(f"{len(cells)} cells but the header has {len(header)} columns")
         else:
-            item = {k: v for k, v in row.items() if v != "" and v is not None}
-        batch.append((reader.line_num, item))
+            item = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
+        batch.append((line, item))
         if len(batch) >= IMPORT_BATCH:
             yield batch, 0
             batch = []

@@ -204,3 +204,37 @@ def test_a_parser_killed_mid_file_fails_the_import_and_a_rerun_completes_it(
     again = loading.import_path(db, "views", str(path), progress=False)
     assert (again.accepted, again.duplicates, again.rejected) == (26, 14, 0)
     assert [r[0] for r in stored_views(db)] == [f"k{i}" for i in range(40)]
+
+
+def test_csv_rows_that_do_not_fit_the_header_are_rejected_where_they_start(
+    db: Database, tmp_path: Path, parser_mode: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_dims(db)
+    monkeypatch.setattr(loading, "now_us", lambda: NOW)
+    path = tmp_path / "views.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbf\r\n"                                         # 1: blank, before the header
+        b"eventId,blogId,viewerId,viewerCountry,viewedAt\r\n"       # 2: header
+        b'q1,b1,"reader, one",KE,2025-02-01T12:00:00Z\r\n'          # 3: a quoted comma
+        b'q2,b2,"two\r\nlines",,2025-02-01T12:00:01Z\r\n'           # 4-5: a quoted line break
+        b"q3,b1\r\n"                                                # 6: cut short: not a view at 'now'
+        b"\r\n"                                                     # 7: blank
+        b'q4,"gh\nost",u,,2025-02-01T12:00:02Z\r\n'                 # 8-9: unknown blog, named at its first line
+        b"q5,b3,u,KE,2025-02-01T12:00:03Z,extra\r\n"                # 10: a cell too many
+        b",b3,,,\r\n"                                               # 11: empty cells are absent fields
+        b"q6,b2,u,US,2025-02-01T12:00:04Z"                          # 12: no final newline
+    )
+    got = loading.import_path(db, "views", str(path), progress=False)
+    assert [(e.index, e.message) for e in got.errors] == [
+        (6, "2 cells but the header has 5 columns"),
+        (8, "unknown blog 'gh\\nost': load the blog first"),
+        (10, "6 cells but the header has 5 columns"),
+    ]
+    assert (got.accepted, got.duplicates, got.rejected) == (4, 0, 3)
+    t = 1_738_411_200_000_000
+    assert stored_views(db) == [
+        ("q1", "b1", "reader, one", "KE", t),
+        ("q2", "b2", "two\r\nlines", None, t + 1_000_000),
+        (None, "b3", None, None, NOW),
+        ("q6", "b2", "u", "US", t + 4_000_000),
+    ]

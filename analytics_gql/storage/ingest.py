@@ -28,6 +28,15 @@ _PG_STAGING = (
 )
 
 
+_PG_FROM_STAGING = (
+    f"INSERT INTO view_events {_PG_COLUMNS} SELECT event_id, blog_id, viewer_id, viewer_country, viewed_at"
+    " FROM ingest_views_staging ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+)
+_DEADLOCK_ATTEMPTS = 5
+# Held shared by each staging INSERT until its commit; taken exclusively by a deadlock victim before it retries.
+INGEST_LOCK_KEY = 0x696E67657374  # "ingest"; the rollup pass has its own key
+
+
 def upsert_authors(conn: Connection, rows: Sequence[tuple[str, str, str | None]]) -> None:
     """Insert or update authors given as (external_id, name, country); the last of repeated ids wins."""
     last = {r[0]: r for r in rows}  # one row per key: PostgreSQL refuses to update a row twice in one statement
@@ -205,10 +214,20 @@ def _pg_staging_rows(conn: Connection, rows: Sequence[ViewRow]) -> int:
             write = cp.write_row
             for i, r in enumerate(rows):
                 write((i, *r))
-        cur.execute(
-            f"INSERT INTO view_events {_PG_COLUMNS} SELECT event_id, blog_id, viewer_id, viewer_country, viewed_at"
-            " FROM ingest_views_staging ORDER BY line ON CONFLICT (event_id) DO NOTHING"
-        )
+        # Two writers inserting the same new ids in crossed orders each wait for the other's row (ON CONFLICT waits
+        # for the transaction that holds it): PostgreSQL aborts one. Its savepoint rollback frees the other; it then
+        # waits for every writer holding the ingest lock (shared) to commit, so that its retry finds their ids
+        # stored and skips them, instead of crossing them again. A retry with no wait deadlocked again and again.
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+            try:
+                with conn.begin_nested():
+                    cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
+                    cur.execute(_PG_FROM_STAGING)
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == _DEADLOCK_ATTEMPTS:
+                    raise
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK_KEY,))
         stored = int(cur.rowcount)
         # Emptied now (not only at commit) so a second call in the same transaction starts clean.
         cur.execute("TRUNCATE ingest_views_staging")

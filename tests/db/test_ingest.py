@@ -219,3 +219,37 @@ def test_pg_direct_copy_falls_back_to_staging(db: Database, monkeypatch: pytest.
     with db.write() as conn:
         assert ingest.insert_views(conn, rows, direct=False) == 0  # staging only: no COPY attempt
     assert calls == [3]
+
+
+@pytest.mark.parametrize(("direct_a", "direct_b"), [(False, False), (True, False)], ids=["staging", "copy-staging"])
+def test_pg_writers_of_the_same_ids_in_crossed_orders_both_finish(db: Database, direct_a: bool, direct_b: bool) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL only: SQLite has a single writer")
+    load_dims(db)
+    with db.read() as conn:
+        b1 = ingest.blog_ids(conn, ["b1"])["b1"]
+    n = 20_000  # long enough that the two statements meet in the middle and wait for each other
+    rows = [(f"x{i}", b1, None, None, T0_US + i) for i in range(n)]
+    stored: dict[str, int] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(tag: str, mine: list[ingest.ViewRow], direct: bool) -> None:
+        try:
+            with db.write() as conn:
+                start.wait()
+                stored[tag] = ingest.insert_views(conn, mine, direct=direct)
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            failures.append(e)
+
+    threads = [threading.Thread(target=write, args=("A", rows, direct_a)),
+               threading.Thread(target=write, args=("B", rows[::-1], direct_b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []  # was: one of them died of "deadlock detected"
+    assert sorted(stored.values()) == [0, n]  # both ended; each id stored once, by whichever committed first
+    got = stored_views(db)
+    assert sorted(r[0] for r in got) == sorted(r[0] for r in rows)
+    assert [r[4] for r in got] in ([T0_US + i for i in range(n)], [T0_US + i for i in reversed(range(n))])

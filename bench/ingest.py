@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/ingest.py [--views 1000000] [--skip-pg] [--skip-sq
 
 Baselines are measured in the same run on the same rows (already as Python tuples, so no parsing):
 a bare executemany into a plain unindexed SQLite table, and a bare psycopg binary COPY into an unindexed
-PostgreSQL table. The PostgreSQL runs use a throwaway database (ag_bench_ingest) created and dropped here.
+PostgreSQL table. The PostgreSQL runs use a throwaway database (ANALYTICS_BENCH_DB_PREFIX + "_ingest", default
+ag_bench_ingest) created and dropped here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from analytics_gql.storage import ingest, schema  # noqa: E402
 from analytics_gql.storage.engine import Database  # noqa: E402
 
 PG_ADMIN = os.environ.get("ANALYTICS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-BENCH_DB = "ag_bench_ingest"
+BENCH_DB = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench") + "_ingest"  # helpers sharing a server use their own
 PLAIN = "(event_id text, blog_id integer, viewer_id text, viewer_country text, viewed_at bigint)"
 
 

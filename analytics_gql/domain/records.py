@@ -15,6 +15,7 @@ ID_MAX = 255
 TEXT_MAX = 1_000
 COUNTRY_CODES: frozenset[str] = frozenset(c.alpha_2 for c in pycountry.countries)
 _ONE_US = dt.timedelta(microseconds=1)
+_MAX_NAMED_FIELDS = 10
 
 AUTHOR_FIELDS = frozenset({"id", "name", "country"})
 BLOG_FIELDS = frozenset({"id", "title", "authorId", "country", "createdAt"})
@@ -213,7 +214,11 @@ def _check_fields(d: Any, allowed: frozenset[str]) -> None:
         raise RecordError(f"expected a JSON object, got {_kind(d)}")
     unknown = sorted(str(k) for k in d.keys() - allowed)
     if unknown:
-        raise RecordError(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(allowed))}")
+        # Cut short like _show: a 10 kB key, or thousands of keys, must not flood the report.
+        names = [k if len(k) <= 40 else k[:40] + "..." for k in unknown[:_MAX_NAMED_FIELDS]]
+        if len(unknown) > _MAX_NAMED_FIELDS:
+            names.append(f"... ({len(unknown)} in all)")
+        raise RecordError(f"unknown field(s) {', '.join(names)}; expected {', '.join(sorted(allowed))}")
 
 
 def _ident(d: dict[str, Any], field: str, *, required: bool) -> str | None:

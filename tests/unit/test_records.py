@@ -136,3 +136,14 @@ def test_long_values_are_cut_short_in_messages() -> None:
     with pytest.raises(RecordError) as e:
         parse_instant("x" * 10_000, "viewedAt")
     assert len(e.value.message) < 200
+
+
+def test_unknown_field_names_are_cut_short_in_messages() -> None:
+    with pytest.raises(RecordError) as e:
+        parse_view({"blogId": "b", "x" * 10_000: 1}, NOW)
+    assert e.value.message == (f"unknown field(s) {'x' * 40}...; expected blogId, eventId, viewedAt, viewerCountry,"
+                               " viewerId")
+    with pytest.raises(RecordError) as e:
+        parse_author({"id": "a", "name": "n", **{f"k{i:04}": 1 for i in range(5_000)}})
+    names = ", ".join(f"k{i:04}" for i in range(10))
+    assert e.value.message == f"unknown field(s) {names}, ... (5000 in all); expected country, id, name"

@@ -238,3 +238,29 @@ def test_csv_rows_that_do_not_fit_the_header_are_rejected_where_they_start(
         (None, "b3", None, None, NOW),
         ("q6", "b2", "u", "US", t + 4_000_000),
     ]
+
+
+@pytest.mark.parametrize("name", ["empty.ndjson", "empty.csv", "header-only.csv", "blank-lines.ndjson"])
+def test_files_with_nothing_to_load(db: Database, tmp_path: Path, parser_mode: bool, name: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    load_dims(db)
+    content = {"empty.ndjson": b"", "empty.csv": b"", "header-only.csv": b"\xef\xbb\xbfeventId,blogId\r\n",
+               "blank-lines.ndjson": b"\n \r\n\t\n"}[name]
+    (tmp_path / name).write_bytes(content)
+    got = loading.import_path(db, "views", str(tmp_path / name), progress=False)
+    assert (got.accepted, got.duplicates, got.rejected, got.errors) == (0, 0, 0, [])
+    assert capsys.readouterr().out.startswith("views: 0 accepted, 0 duplicates, 0 rejected in ")
+    assert stored_views(db) == []
+
+
+@pytest.mark.parametrize("n", [6, 7, 8, 14, 15])
+def test_lines_at_batch_boundaries(db: Database, tmp_path: Path, parser_mode: bool, n: int) -> None:
+    load_dims(db)  # batches of 7 lines (parser_mode): the last line falls before, on and after a boundary
+    lines = [orjson.dumps({"eventId": f"e{i % 5}", "blogId": "ghost" if i == n - 1 else BLOGS[i % 3],
+                           "viewedAt": f"2025-02-01T12:00:{i:02d}Z"}) for i in range(n)]
+    (tmp_path / "v.ndjson").write_bytes(b"\n".join(lines))  # no final newline
+    got = loading.import_path(db, "views", str(tmp_path / "v.ndjson"), progress=False)
+    stored = min(n - 1, 5)
+    assert (got.accepted, got.duplicates, got.rejected) == (stored, n - 1 - stored, 1)
+    assert [(e.index, e.message) for e in got.errors] == [(n, "unknown blog 'ghost': load the blog first")]
+    assert [r[0] for r in stored_views(db)] == [f"e{i}" for i in range(stored)]

@@ -264,3 +264,23 @@ def test_lines_at_batch_boundaries(db: Database, tmp_path: Path, parser_mode: bo
     assert (got.accepted, got.duplicates, got.rejected) == (stored, n - 1 - stored, 1)
     assert [(e.index, e.message) for e in got.errors] == [(n, "unknown blog 'ghost': load the blog first")]
     assert [r[0] for r in stored_views(db)] == [f"e{i}" for i in range(stored)]
+
+
+def test_many_bad_lines_are_all_counted_and_the_first_ones_shown(
+    db: Database, tmp_path: Path, parser_mode: bool, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    load_dims(db)
+    monkeypatch.setattr(loading, "MAX_PRINTED_ERRORS", 2)
+    monkeypatch.setattr(loading, "MAX_KEPT_ERRORS", 3)
+    lines = [b'{"blogId": "b1", "eventId": "ok1"}', *[b"{oops" for _ in range(6)],
+             b"\xef\xbb\xbf" + b'{"blogId": "b1", "eventId": "bom"}',  # line 8, first of a batch: a BOM here is bad
+             *[b"{oops" for _ in range(3)], b'{"blogId": "b2", "eventId": "ok2"}']
+    (tmp_path / "v.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    got = loading.import_path(db, "views", str(tmp_path / "v.ndjson"), progress=False)
+    assert (got.accepted, got.duplicates, got.rejected) == (2, 0, 10)
+    assert [e.index for e in got.errors] == [2, 3, 4]  # the first ones kept, all of them counted
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err if line.startswith("line ")] == ["line 2", "line 3"]
+    assert "... 8 more bad lines not shown" in err
+    assert [r[0] for r in stored_views(db)] == ["ok1", "ok2"]

@@ -110,12 +110,14 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
     size = os.fstat(stream.fileno()).st_size if path != "-" else 0
     bar = _bar(progress, total=size or None, unit="B", desc=f"import {kind}")
     lines = 0
+    through = 0  # the last line of the last committed batch
     try:
         if kind == "views":
             parts = _import_views(db, stream, is_csv, blog_cache)
         else:
             parts = _import_dimension(db, kind, stream, is_csv)
-        for part, nbytes in parts:
+        for part, nbytes, last_line in parts:
+            through = last_line
             for err in part.errors:
                 if printed < MAX_PRINTED_ERRORS:
                     print(f"line {err.index}: {err.message}", file=sys.stderr)
@@ -124,6 +126,13 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
             result.merge(part, max_errors=MAX_KEPT_ERRORS)
             if bar is not None:
                 bar.update(nbytes)
+    except BaseException:
+        # Batches before the error are committed: say where to resume, since a rerun of the whole file would store
+        # its lines without eventId a second time.
+        stored = (f"lines 1-{through:,} are stored ({result.summary()}); lines after {through:,} are not"
+                  if through else "nothing was stored")
+        print(f"{kind}: import stopped by an error: {stored}", file=sys.stderr)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -138,17 +147,17 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
 
 def _import_dimension(
     db: Database, kind: str, stream: IO[bytes], is_csv: bool
-) -> Iterator[tuple[IngestResult, int]]:
-    """Authors or blogs, one transaction a batch."""
-    for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
+) -> Iterator[tuple[IngestResult, int, int]]:
+    """Authors or blogs, one transaction a batch: (result, bytes read, last line read)."""
+    for batch, nbytes, last_line in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
         with db.write() as conn:
             part = _store(conn, kind, batch, now_us(), {})
-        yield part, nbytes
+        yield part, nbytes, last_line
 
 
 def _import_views(
     db: Database, stream: IO[bytes], is_csv: bool, blog_cache: dict[str, int]
-) -> Iterator[tuple[IngestResult, int]]:
+) -> Iterator[tuple[IngestResult, int, int]]:
     """Views: parsed one batch ahead in a child process (2 cores) while this one stores, one transaction a batch."""
     direct = True  # PostgreSQL: try a plain COPY while batches bring no duplicates (ingest.insert_views)
     with db.engine.connect() as base:
@@ -158,13 +167,14 @@ def _import_views(
                 with conn.begin():
                     part = _store_resolved_views(conn, batch, blog_cache, direct=direct)
                 direct = part.duplicates == 0
-                yield part, batch[3]
+                yield part, batch[3], batch[4]
 
 
 ParsedView = tuple[int, str | None, str, str | None, str | None, int]  # (index, *ViewRecord)
 # A batch ready to store: rows with stored blog ids, in line order; (position in rows, parsed view) for the few
-# whose blog the parser did not find (the writer looks again inside its transaction); (index, reason); bytes read.
-ResolvedViews = tuple[list[ingest.ViewRow], list[tuple[int, ParsedView]], list[tuple[int, str]], int]
+# whose blog the parser did not find (the writer looks again inside its transaction); (index, reason); bytes read;
+# the last line read.
+ResolvedViews = tuple[list[ingest.ViewRow], list[tuple[int, ParsedView]], list[tuple[int, str]], int, int]
 
 
 def _resolved_view_batches(
@@ -172,7 +182,7 @@ def _resolved_view_batches(
 ) -> Iterator[ResolvedViews]:
     """Read, parse and validate batches of views, and map their blog ids through `lookup` (once per blog)."""
     cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
-    for batch, nbytes in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
+    for batch, nbytes, last_line in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
         plain, errors = _split_csv_errors(batch) if is_csv else (batch, [])
         good, bad = parse_views(plain, now_us())
         errors.extend(bad)
@@ -189,7 +199,7 @@ def _resolved_view_batches(
                 pending.append((len(rows), r))
             else:
                 add((r[1], blog_id, r[3], r[4], r[5]))
-        yield rows, pending, errors, nbytes
+        yield rows, pending, errors, nbytes, last_line
 
 
 def _blog_lookup(db: Database) -> Callable[[list[str]], dict[str, int]]:
@@ -350,8 +360,8 @@ def _bar(enabled: bool, **kwargs: Any) -> Any:
     return tqdm(unit_scale=True, file=sys.stderr, **kwargs)
 
 
-def _ndjson_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
-    """Batches of (line number, raw line) and their size in bytes; blank lines are skipped but counted."""
+def _ndjson_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int, int]]:
+    """Batches of (line number, raw line), their size in bytes and last line; blank lines are skipped but counted."""
     first = 1
     while True:
         # islice + a comprehension instead of a Python loop with a branch per line (the import's hot path)
@@ -361,7 +371,8 @@ def _ndjson_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], 
         nbytes = sum(map(len, chunk))
         if first == 1 and chunk[0].startswith(b"\xef\xbb\xbf"):
             chunk[0] = chunk[0][3:]
-        yield [(n, line) for n, line in enumerate(chunk, first) if line and not line.isspace()], nbytes
+        items = [(n, line) for n, line in enumerate(chunk, first) if line and not line.isspace()]
+        yield items, nbytes, first + len(chunk) - 1
         first += len(chunk)
 
 
@@ -373,7 +384,7 @@ class _CsvRowError(dict[str, Any]):
         self.message = message
 
 
-def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int]]:
+def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int, int]]:
     """Batches of (line number, dict) from a CSV file with a header row; empty cells are absent fields.
 
     A record is numbered by the line it starts on (a quoted cell may hold line breaks); blank lines count but are
@@ -399,10 +410,10 @@ def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int
             item = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
         batch.append((line, item))
         if len(batch) >= IMPORT_BATCH:
-            yield batch, 0
+            yield batch, 0, reader.line_num
             batch = []
     if batch:
-        yield batch, 0
+        yield batch, 0, reader.line_num
     text.detach()
 
 
@@ -479,14 +490,14 @@ def _store_parsed_views(
     blog_cache: dict[str, int],
 ) -> IngestResult:
     """Resolve blog ids with one query, append the rows in arrival order, count the rest."""
-    return _store_resolved_views(conn, ([], list(enumerate(good)), bad, 0), blog_cache)
+    return _store_resolved_views(conn, ([], list(enumerate(good)), bad, 0, 0), blog_cache)
 
 
 def _store_resolved_views(
     conn: Connection, batch: ResolvedViews, blog_cache: dict[str, int], *, direct: bool = True
 ) -> IngestResult:
     """The hot path: look up the blogs still unknown inside this transaction, then append the rows in order."""
-    rows, pending, bad, _ = batch
+    rows, pending, bad, _, _ = batch
     result = IngestResult()
     errors = result.errors
     errors.extend(LineError(index, message) for index, message in bad)

@@ -126,7 +126,7 @@ def test_a_blog_stored_after_the_parser_looked_keeps_its_place(db: Database) -> 
         (2, (4, "late-c", "b2", None, None, NOW + 4)),  # after p3
     ]
     with db.write() as conn:
-        result = loading._store_resolved_views(conn, (rows, pending, [(9, "bad")], 0), {})
+        result = loading._store_resolved_views(conn, (rows, pending, [(9, "bad")], 0, 0), {})
     assert (result.accepted, result.duplicates, result.rejected) == (5, 0, 2)
     assert [(e.index, e.message) for e in result.errors] == [
         (2, "unknown blog 'nowhere': load the blog first"), (9, "bad")]
@@ -168,12 +168,17 @@ def test_concurrent_importers_store_each_event_once(db: Database, tmp_path: Path
         assert all(start <= k < start + n for k in mine)
 
 
-def test_a_parser_failure_is_raised_here(db: Database, tmp_path: Path, parser_mode: bool) -> None:
+def test_a_parser_failure_is_raised_here(
+    db: Database, tmp_path: Path, parser_mode: bool, capsys: pytest.CaptureFixture[str],
+) -> None:
     load_dims(db)
     path = tmp_path / "views.csv"
     path.write_bytes(b"eventId,blogId\nx1,b1\n" + b"x2,b\xff\n")
     with pytest.raises(UnicodeDecodeError):
         loading.import_path(db, "views", str(path), progress=False)
+    assert stored_views(db) == []  # the bad byte is in the first batch: it is not stored at all
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "views: import stopped by an error: nothing was stored")
 
 
 def test_a_parser_killed_mid_file_fails_the_import_and_a_rerun_completes_it(
@@ -198,7 +203,10 @@ def test_a_parser_killed_mid_file_fails_the_import_and_a_rerun_completes_it(
     monkeypatch.setattr(loading, "_resolved_view_batches", dies_before_the_third_batch)
     with pytest.raises(RuntimeError, match=r"the parser process ended unexpectedly \(exit code -9\)"):
         loading.import_path(db, "views", str(path), progress=False)
-    assert "views: " not in capsys.readouterr().out  # no summary: nothing looks like success
+    out, err = capsys.readouterr()
+    assert "views: " not in out  # no summary: nothing looks like success
+    assert err.splitlines()[-1] == ("views: import stopped by an error: lines 1-14 are stored (14 accepted,"
+                                    " 0 duplicates, 0 rejected); lines after 14 are not")
     assert [r[0] for r in stored_views(db)] == [f"k{i}" for i in range(14)]  # the two batches sent, committed
     monkeypatch.setattr(loading, "_resolved_view_batches", real)
     again = loading.import_path(db, "views", str(path), progress=False)

@@ -47,7 +47,8 @@ def upsert_authors(conn: Connection, rows: Sequence[tuple[str, str, str | None]]
         index_elements=[authors.c.external_id],
         set_={"name": ins.excluded.name, "country_code": ins.excluded.country_code},
     )
-    conn.execute(stmt, [{"external_id": e, "name": n, "country_code": c} for e, n, c in last.values()])
+    # In key order: two writers upserting the same ids in crossed orders would wait on each other (deadlock).
+    conn.execute(stmt, [{"external_id": e, "name": n, "country_code": c} for e, n, c in _by_key(last)])
     # Same transaction: readers' caches of filtered and grouped answers key on this version (query_cache.py).
     bump_version(conn, DIMENSIONS_VERSION)
 
@@ -71,10 +72,14 @@ def upsert_blogs(conn: Connection, rows: Sequence[tuple[str, str, int, str | Non
         stmt,
         [
             {"external_id": e, "title": t, "author_id": a, "country_code": c, "created_at": at}
-            for e, t, a, c, at in last.values()
+            for e, t, a, c, at in _by_key(last)  # in key order, as authors
         ],
     )
     bump_version(conn, DIMENSIONS_VERSION)
+
+
+def _by_key(rows: dict[str, Any]) -> list[Any]:
+    return [rows[k] for k in sorted(rows)]
 
 
 def author_ids(conn: Connection, external_ids: Iterable[str]) -> dict[str, int]:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from ingest_helpers import stored_views
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from analytics_gql import loading
 from analytics_gql.errors import BadInput
@@ -253,3 +253,37 @@ def test_pg_writers_of_the_same_ids_in_crossed_orders_both_finish(db: Database, 
     got = stored_views(db)
     assert sorted(r[0] for r in got) == sorted(r[0] for r in rows)
     assert [r[4] for r in got] in ([T0_US + i for i in range(n)], [T0_US + i for i in reversed(range(n))])
+
+
+@pytest.mark.parametrize("kind", ["authors", "blogs"])
+def test_pg_upserts_of_the_same_ids_in_crossed_orders_both_finish(db: Database, kind: str) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL only: SQLite has a single writer")
+    load_dims(db)
+    n = 5_000  # enough rows that the two calls meet in the middle
+    if kind == "authors":
+        items = [{"id": f"p{i}", "name": f"N{i}"} for i in range(n)]
+    else:
+        items = [{"id": f"q{i}", "title": f"T{i}", "authorId": "a1", "createdAt": T0} for i in range(n)]
+    done: dict[str, int] = {}
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def upsert(tag: str, mine: list[dict[str, str]]) -> None:
+        try:
+            start.wait()
+            done[tag] = loading.ingest_records(db, kind, mine).accepted  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            failures.append(e)
+
+    threads = [threading.Thread(target=upsert, args=("A", items)),
+               threading.Thread(target=upsert, args=("B", items[::-1]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []  # was: one of them died of "deadlock detected"
+    assert done == {"A": n, "B": n}
+    table = authors if kind == "authors" else blogs
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(table)).scalar_one() == n + 2

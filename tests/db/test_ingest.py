@@ -287,3 +287,16 @@ def test_pg_upserts_of_the_same_ids_in_crossed_orders_both_finish(db: Database, 
     table = authors if kind == "authors" else blogs
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(table)).scalar_one() == n + 2
+
+
+def test_the_longest_ids_and_any_characters_are_stored_whole(db: Database) -> None:
+    load_dims(db)
+    event, viewer = "\u00e9" * 255, "\U0001f600" * 255  # 255 characters: 510 and 1,020 bytes in UTF-8
+    injected = "'; DROP TABLE view_events; --"
+    r = loading.ingest_records(db, "views", [
+        {"eventId": event, "blogId": "b1", "viewerId": viewer, "viewedAt": T0},
+        {"eventId": injected, "blogId": "b2", "viewerId": "\\N", "viewedAt": T0},  # \N: COPY's text-format NULL
+        {"eventId": event, "blogId": "b2"},
+    ])
+    assert (r.accepted, r.duplicates, r.rejected) == (2, 1, 0)
+    assert stored_views(db) == [(event, "b1", viewer, None, T0_US), (injected, "b2", "\\N", None, T0_US)]

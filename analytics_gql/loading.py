@@ -117,13 +117,13 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
         else:
             parts = _import_dimension(db, kind, stream, is_csv)
         for part, nbytes, last_line in parts:
-            through = last_line
+            through = last_line  # committed: counted before anything else can fail
+            lines += part.accepted + part.duplicates + part.rejected
+            result.merge(part, max_errors=MAX_KEPT_ERRORS)
             for err in part.errors:
                 if printed < MAX_PRINTED_ERRORS:
                     print(f"line {err.index}: {err.message}", file=sys.stderr)
                     printed += 1
-            lines += part.accepted + part.duplicates + part.rejected
-            result.merge(part, max_errors=MAX_KEPT_ERRORS)
             if bar is not None:
                 bar.update(nbytes)
     except BaseException:

@@ -91,11 +91,30 @@ def month_first(key: int) -> dt.date:
     return dt.date(key // 12, key % 12 + 1, 1)
 
 
+def period_date(us: int, z: ZoneInfo) -> dt.date:
+    """The local date D whose period [S(D), S(D+1)) holds instant `us` (CONTRACT 3).
+
+    Usually the wall-clock date, but not in the repeated span of a fall-back across midnight (St_Johns and
+    Moncton changed at 00:01 until 2011: after the first 00:00 of D the clock shows D-1 again, yet S(D), the
+    fold=0 midnight, has passed), nor in a gap that swallows midnight (S(D) lies after the gap's start).
+    """
+    d = local(us, z).date()
+    n = day_number(d)
+    while True:
+        lo, hi = bucket_interval(Grain.DAY, n, z)
+        if us < lo:
+            n -= 1
+        elif us >= hi:
+            n += 1
+        else:
+            return d if n == day_number(d) else date_of(n)
+
+
 def bucket_key(grain: Grain, us: int, z: ZoneInfo) -> int:
     """The rollup bucket key holding instant `us` (hour: UTC hour number; day/week: day number; month; year)."""
     if grain is Grain.HOUR:
         return us // HOUR_US
-    d = local(us, z).date()
+    d = period_date(us, z)
     if grain is Grain.DAY:
         return day_number(d)
     if grain is Grain.WEEK:
@@ -157,6 +176,28 @@ def offset_segments(z: ZoneInfo, lo_us: int, hi_us: int) -> list[tuple[int, int]
     return segs
 
 
+def day_offset_segments(z: ZoneInfo, lo_us: int, hi_us: int) -> list[tuple[int, int]]:
+    """Sorted (from_instant, offset) segments covering [lo_us, hi_us) such that (t + offset) // DAY_US is the day
+    number of `period_date(t)`: the UTC offsets, except where a change moves the wall clock across midnight.
+
+    A fall-back across midnight keeps the old offset until the wall clock shows D's midnight again (the repeated
+    span belongs to D); a gap that swallows midnight keeps the old offset until S(D), the fold=0 midnight.
+    """
+    segs = offset_segments(z, lo_us - DAY_US, hi_us)  # from a day earlier: lo_us may lie in a kept-old span
+    out = [segs[0]]
+    for t, new in segs[1:]:
+        old = out[-1][1]
+        before, after = (t - 1 + old) // DAY_US, (t + new) // DAY_US
+        start = t
+        if after < before:  # the clock went back across midnight: D = before until the clock shows D again
+            start = before * DAY_US - new
+        elif after > before and t + new > after * DAY_US:  # midnight of `after` skipped: S = old midnight
+            start = after * DAY_US - old
+        out.append((start, new))
+    first = max(i for i, (t, _) in enumerate(out) if t <= lo_us)
+    return [(lo_us, out[first][1])] + [(t, off) for t, off in out[first + 1:] if t < hi_us]
+
+
 class Granularity(enum.StrEnum):
     """Period lengths a client may ask for; AUTO picks one from the range length."""
 
@@ -211,7 +252,7 @@ def period_at(g: Granularity, us: int, z: ZoneInfo) -> Period:
     """The period of granularity `g` (not AUTO) that holds instant `us`."""
     if g is Granularity.HOUR:
         return _hour_period(us, z)
-    d = local(us, z).date()
+    d = period_date(us, z)
     if g is Granularity.DAY:
         return Period(midnight_us(d, z), midnight_us(d + dt.timedelta(days=1), z), d.isoformat())
     if g is Granularity.WEEK:

@@ -14,7 +14,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError
 
-from analytics_gql.domain.calendar import DAY_US, GRAINS, HOUR_US, Grain, bucket_interval, bucket_key, offset_segments
+from analytics_gql.domain.calendar import (
+    DAY_US,
+    GRAINS,
+    HOUR_US,
+    Grain,
+    bucket_interval,
+    bucket_key,
+    day_offset_segments,
+)
 from analytics_gql.storage.tables import (
     ROLLUPS_VERSION,
     SHAPE_KEYS,
@@ -207,12 +215,14 @@ def pg_tune_pass(conn: Connection) -> None:
 
 
 def _offset_case(zone: ZoneInfo, lo_us: int, hi_us: int) -> str:
-    """SQL for the UTC offset (us) in force at `viewed_at`, valid for viewed_at in [lo_us, hi_us).
+    """SQL for the offset (us) that maps `viewed_at` to its local day number, valid for viewed_at in [lo_us, hi_us).
 
-    One WHEN per DST segment, newest first since most events are recent. The values are integers we computed
+    The UTC offset in force, except around a change that moves the clock across midnight, where the day must
+    follow the contract's periods [S(D), S(D+1)) rather than the wall-clock date (calendar.day_offset_segments).
+    One WHEN per segment, newest first since most events are recent. The values are integers we computed
     (never client input), inlined so the planner sees constants.
     """
-    segs = offset_segments(zone, lo_us, hi_us)
+    segs = day_offset_segments(zone, lo_us, hi_us)
     if len(segs) == 1:
         return str(int(segs[0][1]))
     whens = " ".join(f"WHEN viewed_at >= {int(t)} THEN {int(off)}" for t, off in reversed(segs[1:]))

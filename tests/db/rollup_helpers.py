@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, delete, insert, select, text
 
-from analytics_gql.domain.calendar import GRAINS, Grain, bucket_key
+from analytics_gql.domain.calendar import GRAINS, Grain
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import SHAPE_KEYS, Shape, rollup_horizons, rollup_state, rollup_tables, view_events
 
@@ -29,13 +30,40 @@ def reset(db: Database) -> None:
             conn.execute(delete(t))
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_US = dt.timedelta(microseconds=1)
+
+
+def contract_day(at: int, zone: ZoneInfo) -> dt.date:
+    """The local date D whose period [S(D), S(D+1)) holds `at`, straight from CONTRACT 3 (S(D) is
+    `datetime(D, tzinfo=zone)`), independent of analytics_gql.domain.calendar."""
+    guess = (_EPOCH + at * _US).astimezone(zone).date()
+    for d in (guess + dt.timedelta(days=k) for k in (-2, -1, 0, 1, 2)):
+        nxt = d + dt.timedelta(days=1)
+        s0 = (dt.datetime(d.year, d.month, d.day, tzinfo=zone) - _EPOCH) // _US
+        s1 = (dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone) - _EPOCH) // _US
+        if s0 <= at < s1:
+            return d
+    raise AssertionError(f"no local period holds {at} in {zone}")
+
+
+def reference_key(g: Grain, at: int, zone: ZoneInfo) -> int:
+    """The bucket key of `at` per the storage layout (ARCHITECTURE.md), from the contract's periods."""
+    if g is Grain.HOUR:
+        return at // 3_600_000_000
+    d = contract_day(at, zone)
+    day = (d - dt.date(1970, 1, 1)).days
+    return {Grain.DAY: day, Grain.WEEK: day - d.weekday(), Grain.MONTH: d.year * 12 + d.month - 1,
+            Grain.YEAR: d.year}[g]
+
+
 def expected(events: list[Event], zone: str) -> dict[Grain, Counter[tuple[int, int, str]]]:
-    """Rollups computed independently: Python GROUP BY with the reference bucket maths."""
+    """Rollups computed independently: Python GROUP BY with the contract's periods (not the code's bucket maths)."""
     z = ZoneInfo(zone)
     out: dict[Grain, Counter[tuple[int, int, str]]] = {g: Counter() for g in GRAINS}
     for blog, country, at in events:
         for g in GRAINS:
-            out[g][(bucket_key(g, at, z), blog, country or "--")] += 1
+            out[g][(reference_key(g, at, z), blog, country or "--")] += 1
     return out
 
 

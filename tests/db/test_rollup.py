@@ -408,3 +408,40 @@ def test_process_logging_quiets_routine_scheduler_runs() -> None:
         assert executors.isEnabledFor(logging.WARNING)
     finally:
         executors.setLevel(saved)
+
+
+# Zones whose clocks fell back across local midnight (St_Johns and Moncton changed at 00:01 local until 2011,
+# Goose_Bay too, Casey jumped from +11 to +8 at 02:00): a repeated span of the previous date follows the first
+# midnight, and the contract puts it in the new day ([S(D), S(D+1)) with S(D) resolved with fold=0).
+FALL_BACK_ACROSS_MIDNIGHT = [("America/St_Johns", 1988), ("America/St_Johns", 2010), ("America/Moncton", 2000),
+                             ("America/Goose_Bay", 1989), ("Antarctica/Casey", 2010)]
+
+
+@pytest.mark.parametrize(("zone", "year"), FALL_BACK_ACROSS_MIDNIGHT)
+def test_fall_back_across_midnight_follows_the_contract_periods(db: Database, zone: str, year: int) -> None:
+    """F14: events around a fall-back that crosses local midnight land in the day whose contract period holds
+    them, at every grain (compared with zoneinfo's datetime(D, tzinfo=zone) intervals, not the code's maths)."""
+    from rollup_helpers import contract_day
+
+    z = ZoneInfo(zone)
+    lo = to_us(dt.datetime(year, 1, 1, tzinfo=dt.UTC))
+    changes = [t for t, _ in offset_segments(z, lo, lo + 366 * DAY_US)[1:]]
+    assert changes
+    events: list[Event] = []
+    for t in changes:
+        events += [(1, "CA", t + k * 5 * 60_000_000) for k in range(-40, 41)]
+        events += [(2, None, t + k) for k in (-1, 0, 1)]
+    d, s = with_settings(db, timezone=zone, rollup_chunk=50)
+    try:
+        add_events(d, events)
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        assert_exact(d, zone)
+        with d.read() as conn:
+            days = stored(conn)[(Grain.DAY, Shape.TOTAL)]
+    finally:
+        d.dispose()
+    want: dict[int, int] = {}
+    for _b, _c, t in events:
+        k = (contract_day(t, z) - dt.date(1970, 1, 1)).days
+        want[k] = want.get(k, 0) + 1
+    assert {b: n for (b, _, _), n in days.items()} == want

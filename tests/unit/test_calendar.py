@@ -210,3 +210,55 @@ def test_unknown_zone() -> None:
     for name in ("Mars/Base", "", "../etc/passwd", "UTC\x00"):
         with pytest.raises(BadInput, match="time zone"):
             cal.zone(name)
+
+
+# Clock changes that move the wall clock across local midnight (fall-backs at 00:01 in St_Johns, Moncton and
+# Goose_Bay; Casey +11 -> +8 at 02:00; Santiago at 24:00; Apia skipping 2011-12-30), and ordinary ones.
+ACROSS_MIDNIGHT = [("America/St_Johns", 1988), ("America/St_Johns", 2010), ("America/Moncton", 2000),
+                   ("America/Goose_Bay", 1989), ("Antarctica/Casey", 2010), ("America/Santiago", 2019),
+                   ("Pacific/Apia", 2011), ("Australia/Lord_Howe", 2020), ("Europe/London", 2024)]
+
+
+def contract_date(t: int, tz: str) -> dt.date:
+    """The D with S(D) <= t < S(D+1), searched among the wall-clock date's neighbours (CONTRACT 3 verbatim)."""
+    guess = cal.from_us(t).astimezone(ZoneInfo(tz)).date()
+    hits = [d for d in (guess + dt.timedelta(days=k) for k in range(-2, 3))
+            if midnight(d, tz) <= t < midnight(d + dt.timedelta(days=1), tz)]
+    assert len(hits) == 1, (t, tz, hits)
+    return hits[0]
+
+
+@pytest.mark.parametrize(("tz", "year"), ACROSS_MIDNIGHT)
+def test_days_follow_the_contract_periods_across_clock_changes(tz: str, year: int) -> None:
+    """period_date, bucket_key, period_at and the SQL day offsets all put an instant in the period holding it."""
+    z = ZoneInfo(tz)
+    lo = us(year, 1, 1)
+    changes = [t for t, _ in cal.offset_segments(z, lo, lo + 366 * DAY_US)[1:]]
+    assert changes
+    for change in changes:
+        ts = sorted({change + k * 60_000_000 for k in range(-200, 201)} | {change - 1, change + 1})
+        segs = cal.day_offset_segments(z, ts[0], ts[-1] + 1)
+        starts = [s for s, _ in segs]
+        for t in ts:
+            d = contract_date(t, tz)
+            n = cal.day_number(d)
+            assert cal.period_date(t, z) == d
+            assert cal.bucket_key(Grain.DAY, t, z) == n
+            assert cal.bucket_key(Grain.WEEK, t, z) == n - d.weekday()
+            assert cal.bucket_key(Grain.MONTH, t, z) == d.year * 12 + d.month - 1
+            for g in (Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR):
+                lo_g, hi_g = cal.bucket_interval(g, cal.bucket_key(g, t, z), z)
+                assert lo_g <= t < hi_g
+            p = cal.period_at(Granularity.DAY, t, z)
+            assert (p.start, p.end, p.label) == (midnight(d, tz), midnight(d + dt.timedelta(days=1), tz),
+                                                 d.isoformat())
+            off = segs[cal.find_index(starts, t)][1]
+            assert (t + off) // DAY_US == n, (tz, t)
+        # Segments that start anywhere in the window give the same days (a fold's range may start mid-span).
+        for start in ts[::37]:
+            sub = cal.day_offset_segments(z, start, ts[-1] + 1)
+            assert sub[0][0] == start
+            sub_starts = [s for s, _ in sub]
+            for t in ts:
+                if t >= start:
+                    assert (t + sub[cal.find_index(sub_starts, t)][1]) // DAY_US == cal.bucket_key(Grain.DAY, t, z)

@@ -7,6 +7,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -445,3 +446,99 @@ def test_fall_back_across_midnight_follows_the_contract_periods(db: Database, zo
         k = (contract_day(t, z) - dt.date(1970, 1, 1)).days
         want[k] = want.get(k, 0) + 1
     assert {b: n for (b, _, _), n in days.items()} == want
+
+
+def test_compaction_cuts_each_grain_exactly_at_its_horizon(db: Database) -> None:
+    """Compaction at an instant off the hour, in a zone whose days are not UTC days: each horizon is the start of
+    the bucket holding the cutoff (raw: its UTC hour), every bucket from there on is kept whole and exact, and
+    every bucket before it is gone (compared with zoneinfo's periods, not the code's bucket maths)."""
+    from rollup_helpers import contract_day, reference_key
+
+    zone = "America/New_York"
+    z = ZoneInfo(zone)
+    now = to_us(dt.datetime(2025, 3, 20, 13, 34, 56, 789_012, tzinfo=dt.UTC))
+    r = random.Random(11)
+    events: list[Event] = [(r.randint(1, 3), r.choice([None, "US"]), now - r.randrange(120 * DAY_US))
+                           for _ in range(400)]
+    cutoffs = {"raw": now - 10 * DAY_US, "hour": now - 20 * DAY_US, "day": now - 45 * DAY_US}
+    # Events exactly at and around each cutoff's bucket start.
+    for c in cutoffs.values():
+        hour = c // HOUR_US * HOUR_US
+        d = contract_day(c, z)
+        day = to_us(dt.datetime(d.year, d.month, d.day, tzinfo=z))
+        events += [(1, "US", t) for t in (hour - 1, hour, hour + 1, day - 1, day, day + 1)]
+    d, s = with_settings(db, timezone=zone, retention="raw=10d,hour=20d,day=45d")
+    try:
+        add_events(d, events)
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            h = store.horizons(conn)
+            kept_raw = raw_events(conn)
+            got = stored(conn)
+    finally:
+        d.dispose()
+    day_c = contract_day(cutoffs["day"], z)
+    want_h = {"raw": cutoffs["raw"] // HOUR_US * HOUR_US, "hour": cutoffs["hour"] // HOUR_US * HOUR_US,
+              "day": to_us(dt.datetime(day_c.year, day_c.month, day_c.day, tzinfo=z)),
+              "week": 0, "month": 0, "year": 0}
+    assert h == want_h
+    last = events[-1]  # the highest id (ids follow insertion order), which SQLite keeps whatever its age
+    want_raw = [e for e in events if e[2] >= want_h["raw"]]
+    if db.sqlite and last[2] < want_h["raw"]:
+        want_raw.append(last)
+    assert Counter(kept_raw) == Counter(want_raw)
+    full = expected(events, zone)
+    for (g, shape), counts in got.items():
+        first = reference_key(g, want_h[g.value], z) if want_h[g.value] else 0
+        assert counts == narrow(+Counter({k: v for k, v in full[g].items() if k[0] >= first}), shape), (g, shape)
+
+
+def test_horizons_only_move_forward(db: Database) -> None:
+    """A longer policy, or a compaction with an earlier clock, never moves a horizon back (the data is gone)."""
+    now = to_us(dt.datetime(2025, 6, 15, 12, 30, tzinfo=dt.UTC))
+    add_events(db, [(1, "US", now - k * DAY_US) for k in range(60)])
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    d, s = with_settings(db, retention="raw=10d,hour=20d,day=40d")
+    d2, s2 = with_settings(db, retention="raw=30d,hour=50d,day=55d,week=70d")
+    try:
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            first = store.horizons(conn)
+        rollup.compact(d2, s2, now_us=now)
+        rollup.compact(d, s, now_us=now - 5 * DAY_US)
+        with d.read() as conn:
+            after = store.horizons(conn)
+    finally:
+        d.dispose()
+        d2.dispose()
+    assert first["raw"] == (now - 10 * DAY_US) // HOUR_US * HOUR_US
+    assert first["hour"] == (now - 20 * DAY_US) // HOUR_US * HOUR_US
+    assert first["day"] == (now - 40 * DAY_US) // DAY_US * DAY_US
+    week_start = (now - 70 * DAY_US) // DAY_US
+    week_start -= (week_start + 3) % 7  # the Monday (1970-01-01 was a Thursday)
+    assert after == {**first, "week": week_start * DAY_US}
+
+
+def test_audit_leaves_compacted_history_alone(db: Database) -> None:
+    """After raw events are compacted, the audit recomputes only cells raw still covers: the rollups' history
+    (which raw no longer holds) is neither reported as drift nor 'repaired' to zero."""
+    now = to_us(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC))
+    r = random.Random(4)
+    events: list[Event] = [(r.randint(1, 3), r.choice([None, "US"]), now - r.randrange(400 * DAY_US))
+                           for _ in range(300)]
+    add_events(db, events)
+    rollup.catch_up(db, db.settings, progress=False, quiet=True)
+    d, s = with_settings(db, retention="raw=30d")
+    try:
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            before = stored(conn)
+        report = rollup.audit(d, s, sample=4000, seed=1)
+        with d.read() as conn:
+            after = stored(conn)
+    finally:
+        d.dispose()
+    assert report.ok and report.checked > 0
+    assert after == before
+    assert sum(after[(Grain.YEAR, Shape.TOTAL)].values()) == 300

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "db"))
 from rollup_helpers import add_events, assert_exact, stored  # noqa: E402
 
 from analytics_gql.domain.calendar import DAY_US, Grain  # noqa: E402
+from analytics_gql.errors import UserError  # noqa: E402
 from analytics_gql.jobs import runtime  # noqa: E402
 from analytics_gql.jobs.actors import QUEUE  # noqa: E402
 from analytics_gql.jobs.scheduler import make_scheduler  # noqa: E402
@@ -80,6 +81,7 @@ def test_actors_are_declared_with_explicit_limits(tmp_path: Path) -> None:
         for a in (actors.refresh, actors.compact, actors.audit):
             assert a.queue_name == QUEUE
             assert a.options["max_retries"] == 3 and a.options["time_limit"] >= 60_000
+            assert a.options["throws"] == (UserError,)  # RebuildRequired needs an operator: never retried
         assert {a.actor_name for a in (actors.refresh, actors.compact, actors.audit)} == {
             "refresh_rollups", "compact_rollups", "audit_rollups"}
         assert not (tmp_path / "none.db").exists()
@@ -105,3 +107,61 @@ def test_runtime_stop_waits_for_a_running_pass(db: Database) -> None:
     stopper.join(60)
     assert not stopper.is_alive()
     assert_exact(db, "UTC")
+
+
+class _SlowActor:
+    """Stands in for an actor whose broker is frozen: each send blocks for `seconds` (counts overlaps)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.actor_name = "slow"
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+        self.sends = 0
+        self._lock = threading.Lock()
+
+    def send(self, *args: object) -> None:
+        with self._lock:
+            self.running += 1
+            self.sends += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+
+
+def test_scheduler_jobs_coalesce_and_never_overlap(tmp_path: Path) -> None:
+    """R3/R5: ticks coalesce, one instance at most (a send stuck on a frozen broker is not piled on), daily
+    compaction only with a retention policy; the exact triggers and limits."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from analytics_gql.jobs.actors import Actors
+
+    slow = _SlowActor(2.5)
+    actors = Actors(refresh=slow, compact=slow, audit=slow, database=None)  # type: ignore[arg-type]
+    s = Settings(database_url=f"sqlite:///{tmp_path}/none.db", rollup_interval=1, retention="raw=30d")
+    sched = make_scheduler(s, actors)
+    sched.start(paused=True)  # job defaults are applied when the scheduler starts
+    jobs = {j.id: j for j in sched.get_jobs()}
+    assert set(jobs) == {"refresh_rollups", "compact_rollups", "audit_rollups"}
+    for j in jobs.values():
+        assert (j.coalesce, j.max_instances) == (True, 1)
+    refresh = jobs["refresh_rollups"]
+    assert isinstance(refresh.trigger, IntervalTrigger) and refresh.trigger.interval.total_seconds() == 1
+    assert refresh.misfire_grace_time == 1
+    for name, hour, minute in (("compact_rollups", "3", "17"), ("audit_rollups", "4", "7")):
+        trig = jobs[name].trigger
+        assert isinstance(trig, CronTrigger)
+        fields = {f.name: str(f) for f in trig.fields}
+        assert (fields["hour"], fields["minute"]) == (hour, minute) and jobs[name].misfire_grace_time == 3600
+    assert jobs["audit_rollups"].args == ()  # the sample size is bound in the sender
+    no_policy = make_scheduler(Settings(database_url=s.database_url, rollup_interval=1), actors)
+    assert {j.id for j in no_policy.get_jobs()} == {"refresh_rollups", "audit_rollups"}
+    # Behaviour: a send blocking 2.5 s with 1 s ticks never runs twice at once.
+    sched.resume()
+    try:
+        time.sleep(4.5)
+    finally:
+        sched.shutdown(wait=True)
+    assert slow.most == 1 and slow.sends == 2

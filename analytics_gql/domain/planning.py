@@ -117,12 +117,16 @@ def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
     _, last_end = bucket_interval(g, kl, rz)
     kept = horizons.get(g.value, 0)
     if first_start < kept:
-        # Buckets of this grain before its horizon are gone; the coarser grains were tried already.
-        finest = _finest_kept(first_start, horizons, order)
-        raise RetentionError(
-            f"this query needs {g.value.upper()} data from {from_us(first_start).isoformat()}, but retention has "
-            f"compacted it before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: "
-            f"use a {finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
+        # Buckets of this grain before its horizon are gone: finer grains (and raw events) answer before it, and
+        # the query is refused only where they are gone too (raw, the last level). A policy may keep a coarser
+        # grain for less time than a finer one (ANALYTICS_RETENTION=day=30d keeps hours and raw forever).
+        k = bucket_key(g, kept, rz)
+        if bucket_interval(g, k, rz)[0] < kept:
+            k = _next_key(g, k)
+        if k > kl:
+            _cover(a, b, level + 1, rz, horizons, out, order)
+            return
+        first_start, _ = bucket_interval(g, k, rz)
     _cover(a, first_start, level + 1, rz, horizons, out, order)
     out.append((g.value, k, _next_key(g, kl)))
     _cover(last_end, b, level + 1, rz, horizons, out, order)

@@ -269,6 +269,20 @@ def test_data_compacted_away(db: Database) -> None:
         assert everything["totalViews"] == TOTAL
 
 
+def test_compacted_day_grain_is_answered_from_kept_hours(db: Database) -> None:
+    """CONTRACT 4: ANALYTICS_RETENTION=day=30d keeps hours and raw events: a daily series over compacted days is
+    answered, exactly, from finer data (it was refused, naming RAW as a granularity to use)."""
+    load(db)
+    settings = Settings(database_url=db.settings.database_url, retention="day=30d")
+    catch_up(db, settings, progress=False, quiet=True)
+    report = compact(db, settings)
+    assert report.deleted["day"] > 0
+    with TestClient(create_app(settings, db)) as client:
+        points = ok(client, PERFORMANCE, perf_vars())["performance"]["points"]
+        per_day = [sum(1 for v in VIEWS if v["viewedAt"].startswith(f"2024-01-{d:02d}")) for d in range(1, 32)]
+        assert [p["views"] for p in points] == per_day
+
+
 # ---------------------------------------------------------------- S5: injection strings
 
 

@@ -192,3 +192,37 @@ def test_missing_shape_falls_back_to_raw_and_names_a_grain_that_keeps_it() -> No
     with pytest.raises(RetentionError, match="DAY"):
         plan([(t + 3 * DAY_US, t + 3 * DAY_US + 2 * HOUR_US)], rollup_zone=rz, watermark=1, horizons=horizons,
              grains=(Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR))
+
+
+@given(windows(), st.sampled_from(ZONES), st.data())
+def test_a_compacted_grain_is_replaced_by_finer_ones_that_are_kept(ws: list[tuple[int, int]], rz_name: str,
+                                                                    data: st.DataObject) -> None:
+    """CONTRACT 4: only a query that needs what is gone is refused. With raw events kept, compacting a grain
+    (any policy: ANALYTICS_RETENTION=day=30d keeps hours and raw longer than days) never refuses a query: finer
+    grains and raw events answer before its horizon, and the pieces still partition every window."""
+    rz = ZoneInfo(rz_name)
+    horizons = dict(NO_HORIZONS)
+    for g in Grain:
+        if data.draw(st.booleans()):
+            t = data.draw(st.integers(LO, HI))
+            horizons[g.value] = cal.bucket_interval(g, cal.bucket_key(g, t, rz), rz)[0]
+    p = plan(ws, rollup_zone=rz, watermark=100, horizons=horizons)
+    below = covered(p, rz, [s for s in p.sources() if s != TAIL])
+    for i, (a, b) in enumerate(ws):
+        assert_partition(below[i], a, b)
+        assert all(x0 >= horizons[s] for x0, _, s in below[i])
+
+
+def test_day_compacted_alone_is_answered_from_hours() -> None:
+    """day=30d with hours and raw kept: whole days before the day horizon come from hour buckets."""
+    rz = ZoneInfo("UTC")
+    t = cal.to_us(dt.datetime(2024, 1, 10, tzinfo=dt.UTC))
+    horizons = {**NO_HORIZONS, "day": t + 30 * DAY_US}
+    p = plan([(t, t + 2 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    assert p.sources() == ["hour", TAIL]
+    assert [(r.lo, r.hi) for r in p.runs["hour"]] == [(t // HOUR_US, t // HOUR_US + 48)]
+    # Straddling the horizon: hours before it, days from it on.
+    p = plan([(t + 29 * DAY_US, t + 32 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    assert p.sources() == ["day", "hour", TAIL]
+    assert [(r.lo, r.hi) for r in p.runs["day"]] == [((t + 30 * DAY_US) // DAY_US, (t + 32 * DAY_US) // DAY_US)]
+    assert [(r.lo, r.hi) for r in p.runs["hour"]] == [((t + 29 * DAY_US) // HOUR_US, (t + 30 * DAY_US) // HOUR_US)]

@@ -154,6 +154,9 @@ def test_retention_error_names_the_grain_kept() -> None:
         plan([(t, t + HOUR_US)], rollup_zone=rz, watermark=1, horizons=horizons)
     with pytest.raises(RetentionError, match="HOUR"):
         plan([(t + 70 * DAY_US + 60_000_000, t + 71 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
+    # Starting exactly at the hour horizon: hours are kept from that very instant.
+    with pytest.raises(RetentionError, match="finest grain kept there is HOUR"):
+        plan([(t + 60 * DAY_US, t + 60 * DAY_US + 30 * 60_000_000)], rollup_zone=rz, watermark=1, horizons=horizons)
     # Whole days before the hour horizon are still answered, from day buckets.
     p = plan([(t, t + 3 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
     assert p.sources() == ["day", TAIL]

@@ -542,3 +542,86 @@ def test_audit_leaves_compacted_history_alone(db: Database) -> None:
     assert report.ok and report.checked > 0
     assert after == before
     assert sum(after[(Grain.YEAR, Shape.TOTAL)].values()) == 300
+
+
+def test_chunk_ending_exactly_at_a_clock_change(db: Database) -> None:
+    """F14: a chunk whose newest event lies exactly on a clock change (Santiago falls back at local 24:00: that
+    instant still belongs to the previous day) uses the offset in force at that very instant."""
+    zone = "America/Santiago"
+    z = ZoneInfo(zone)
+    lo = to_us(dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    changes = [t for t, _ in offset_segments(z, lo, lo + 366 * DAY_US)[1:]]
+    events: list[Event] = []
+    for t in changes:
+        events += [(1, "CL", t - 5 * HOUR_US), (1, "CL", t)]  # one chunk each: the change is its max instant
+    d, s = with_settings(db, timezone=zone, rollup_chunk=2)
+    try:
+        add_events(d, events)
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        assert_exact(d, zone)
+    finally:
+        d.dispose()
+
+
+def test_status_numbers_are_exact(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rollupStatus: the watermark instant only once a pass caught up, pending events counted over id gaps left
+    by compaction, rows per grain = rows of all its tables, oldest/newest = local bucket starts (Kolkata)."""
+    from rollup_helpers import contract_day
+
+    zone = "Asia/Kolkata"
+    z = ZoneInfo(zone)
+    now = to_us(dt.datetime(2025, 6, 15, 12, 10, tzinfo=dt.UTC))
+    r = random.Random(8)
+    events: list[Event] = [(r.randint(1, 4), r.choice([None, "IN", "US"]), now - r.randrange(900 * DAY_US))
+                           for _ in range(120)]
+    d, s = with_settings(db, timezone=zone, rollup_chunk=50, retention="raw=100d")
+    try:
+        add_events(d, events)
+        real_fold = store.fold
+        calls: list[int] = []
+
+        def fold_then_fail(conn: object, zone: ZoneInfo, low: int, high: int) -> int:
+            calls.append(low)
+            if len(calls) == 2:
+                raise RuntimeError("injected fault in the second chunk")
+            return real_fold(conn, zone, low, high)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "fold", fold_then_fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            rollup.refresh(d, s)
+        monkeypatch.undo()
+        st1 = rollup.status(d, s)
+        # The first chunk committed, but the pass never caught up: no instant can be promised yet.
+        assert (st1.watermark, st1.watermark_id, st1.pending_events, st1.last_run_at) == (None, 50, 70, None)
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        rollup.compact(d, s, now_us=now)
+        late: list[Event] = [(2, "IN", now - 5 * DAY_US), (3, None, now - 400 * DAY_US)]
+        add_events(d, late)
+        st2 = rollup.status(d, s)
+    finally:
+        d.dispose()
+    horizon = (now - 100 * DAY_US) // HOUR_US * HOUR_US
+    kept = [e for e in events if e[2] >= horizon] + late
+    if db.sqlite and events[-1][2] < horizon:
+        kept.append(events[-1])  # the highest id stays on SQLite
+    assert (st2.watermark_id, st2.pending_events) == (120, 2)
+    by = {g.grain: g for g in st2.grains}
+    assert (by["raw"].rows, by["raw"].oldest, by["raw"].newest) == (
+        len(kept), min(e[2] for e in kept), max(e[2] for e in kept))
+    assert by["raw"].retained_for == 100 and by["day"].retained_for is None
+    full = expected(events, zone)
+    for g in GRAINS:
+        rows = sum(len(narrow(full[g], shape)) for (gg, shape) in rollup_tables if gg is g)
+        first = min(e[2] for e in events)
+        last = max(e[2] for e in events)
+        if g is Grain.HOUR:
+            span = (first // HOUR_US * HOUR_US, last // HOUR_US * HOUR_US)
+        else:
+            starts = []
+            for t in (first, last):
+                day = contract_day(t, z)
+                begin = {Grain.DAY: day, Grain.WEEK: day - dt.timedelta(days=day.weekday()),
+                         Grain.MONTH: day.replace(day=1), Grain.YEAR: day.replace(month=1, day=1)}[g]
+                starts.append(to_us(dt.datetime(begin.year, begin.month, begin.day, tzinfo=z)))
+            span = (starts[0], starts[1])
+        assert (by[g.value].rows, by[g.value].oldest, by[g.value].newest) == (rows, *span), g

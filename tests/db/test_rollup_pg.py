@@ -204,3 +204,37 @@ def test_connection_killed_mid_pass(pg: Database) -> None:
     assert_exact(pg, "UTC")
     with pg.read() as conn:
         assert sum(stored(conn)[(store.Grain.MONTH, Shape.TOTAL)].values()) == 60_000
+
+
+def test_a_long_pass_never_stalls_ingest(pg: Database) -> None:
+    """R6: the EXCLUSIVE lock that fixes safe_high is released before the fold (its own short transaction), so
+    small inserts keep flowing while a pass folds a large backlog."""
+    bulk_events(pg, 300_000)
+    latencies: list[float] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    def small_inserts() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            add_events(pg, [(8, "US", LO)])
+            latencies.append(time.monotonic() - t0)
+            started.set()
+            time.sleep(0.01)
+
+    s = threading.Thread(target=small_inserts)
+    s.start()
+    started.wait()
+    t0 = time.monotonic()
+    try:
+        r = rollup.refresh(pg, pg.settings, wait=True)
+    finally:
+        took = time.monotonic() - t0
+        stop.set()
+        s.join()
+    assert r.caught_up and r.events >= 300_000
+    assert took > 1.0, took  # long enough for a stall to show
+    assert len(latencies) > 20 and max(latencies) < 0.45, (took, max(latencies))
+    rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
+    with pg.read() as conn:
+        assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 300_000 + len(latencies)

@@ -625,3 +625,24 @@ def test_status_numbers_are_exact(db: Database, monkeypatch: pytest.MonkeyPatch)
                 starts.append(to_us(dt.datetime(begin.year, begin.month, begin.day, tzinfo=z)))
             span = (starts[0], starts[1])
         assert (by[g.value].rows, by[g.value].oldest, by[g.value].newest) == (rows, *span), g
+
+
+def test_rebuild_after_grain_compaction_restores_every_grain(db: Database) -> None:
+    """Hours compacted, raw kept (ANALYTICS_RETENTION=hour=20d): a zone rebuild recomputes every grain from raw,
+    so the hour horizon is forgotten and old hours are back, exact in the new zone."""
+    now = to_us(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC))
+    add_events(db, [(1, "US", now - k * 7 * HOUR_US) for k in range(200)])
+    d, s = with_settings(db, retention="hour=20d")
+    d2, s2 = with_settings(db, timezone="Asia/Kolkata", retention="hour=20d")
+    try:
+        rollup.catch_up(d, s, progress=False, quiet=True)
+        rollup.compact(d, s, now_us=now)
+        with d.read() as conn:
+            assert store.horizons(conn)["hour"] == (now - 20 * DAY_US) // HOUR_US * HOUR_US
+        rollup.rebuild(d2, s2, progress=False)
+        with d2.read() as conn:
+            assert set(store.horizons(conn).values()) == {0}
+        assert_exact(d2, "Asia/Kolkata")
+    finally:
+        d.dispose()
+        d2.dispose()

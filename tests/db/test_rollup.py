@@ -646,3 +646,38 @@ def test_rebuild_after_grain_compaction_restores_every_grain(db: Database) -> No
     finally:
         d.dispose()
         d2.dispose()
+
+
+class _Progress:
+    """Records what a pass reports to a progress bar."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.updates: list[int] = []
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+
+
+def test_chunks_are_bounded_and_each_moves_the_watermark(db: Database) -> None:
+    """ANALYTICS_ROLLUP_CHUNK=10 over 95 events: ten transactions of at most 10 ids, the last one 5."""
+    add_events(db, [(1 + i % 3, "US", LO + i * HOUR_US) for i in range(95)])
+    d, s = with_settings(db, rollup_chunk=10)
+    seen: list[int] = []
+    real_advance = store.advance_watermark
+
+    def advance(conn: object, high: int) -> None:
+        seen.append(high)
+        real_advance(conn, high)  # type: ignore[arg-type]
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "advance_watermark", advance)
+            bar = _Progress()
+            r = rollup.refresh(d, s, wait=True, progress=bar)
+        assert (r.events, r.chunks, r.watermark, r.target, r.caught_up) == (95, 10, 95, 95, True)
+        assert seen == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+        assert (bar.total, bar.updates) == (95, [10] * 9 + [5])
+        assert_exact(d, "UTC")
+    finally:
+        d.dispose()

@@ -248,11 +248,8 @@ def _hour_period(us: int, z: ZoneInfo) -> Period:
     return Period(start, end, local(start, z).strftime("%Y-%m-%dT%H:00"))
 
 
-def period_at(g: Granularity, us: int, z: ZoneInfo) -> Period:
-    """The period of granularity `g` (not AUTO) that holds instant `us`."""
-    if g is Granularity.HOUR:
-        return _hour_period(us, z)
-    d = period_date(us, z)
+def _date_period(g: Granularity, d: dt.date, z: ZoneInfo) -> Period:
+    """The DAY/WEEK/MONTH/YEAR period of local date `d`."""
     if g is Granularity.DAY:
         return Period(midnight_us(d, z), midnight_us(d + dt.timedelta(days=1), z), d.isoformat())
     if g is Granularity.WEEK:
@@ -266,6 +263,18 @@ def period_at(g: Granularity, us: int, z: ZoneInfo) -> Period:
         return Period(midnight_us(first, z), midnight_us(nxt, z), first.strftime("%Y-%m"))
     first = dt.date(d.year, 1, 1)
     return Period(midnight_us(first, z), midnight_us(dt.date(d.year + 1, 1, 1), z), str(d.year))
+
+
+def period_at(g: Granularity, us: int, z: ZoneInfo) -> Period:
+    """The period of granularity `g` (not AUTO) that holds instant `us`."""
+    if g is Granularity.HOUR:
+        return _hour_period(us, z)
+    p = _date_period(g, local(us, z).date(), z)
+    if p.start <= us < p.end:
+        return p
+    # Periods partition time, so only an instant whose wall-clock date is not its period's date gets here
+    # (a clock change across midnight: see period_date).
+    return _date_period(g, period_date(us, z), z)
 
 
 _APPROX_US = {

@@ -25,7 +25,10 @@ from analytics_gql.storage import rollups as store
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import Shape, rollup_tables
 
-ZONES = ["UTC", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London", "America/New_York"]
+# Half-hour and 45-minute offsets (Kolkata, Kathmandu: +5:30 until 1986, then +5:45), a 30-minute DST shift
+# (Lord_Howe), midnight changes (Santiago) and fall-backs across midnight (St_Johns at 00:01 until 2011).
+ZONES = ["UTC", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London", "America/New_York",
+         "Asia/Kathmandu", "America/St_Johns"]
 LO = to_us(dt.datetime(1995, 1, 1, tzinfo=dt.UTC))
 HI = to_us(dt.datetime(2035, 1, 1, tzinfo=dt.UTC))
 
@@ -41,7 +44,7 @@ def edges(zone: str) -> list[int]:
     """Instants where buckets turn over in `zone`: DST changes, local midnights around them, year/month ends."""
     z = ZoneInfo(zone)
     out: list[int] = []
-    for t, _ in offset_segments(z, to_us(dt.datetime(2015, 1, 1, tzinfo=dt.UTC)),
+    for t, _ in offset_segments(z, to_us(dt.datetime(1985, 1, 1, tzinfo=dt.UTC)),
                                 to_us(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))[1:]:
         out.append(t)
         for g in (Grain.DAY, Grain.WEEK):

@@ -48,10 +48,10 @@ def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
 
     db = _db(settings)
     if args.rebuild:
-        rollup.rebuild(db, settings, progress=None)
+        result = rollup.rebuild(db, settings, progress=None, patience_s=args.wait)
     else:
-        rollup.catch_up(db, settings, progress=None)
-    return 0
+        result = rollup.catch_up(db, settings, progress=None, patience_s=args.wait)
+    return 1 if result.skipped else 0  # not caught up: a scheduler or script calling this must see it
 
 
 def cmd_compact(settings: Settings, args: argparse.Namespace) -> int:
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("rollup", help=cmd_rollup.__doc__)
     s.add_argument("--rebuild", action="store_true", help="drop and recompute every grain (after a zone change)")
+    s.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="give up (exit 1) when busy writers keep every round from starting for this long")
     s.set_defaults(fn=cmd_rollup)
     sub.add_parser("compact", help=cmd_compact.__doc__).set_defaults(fn=cmd_compact)
 

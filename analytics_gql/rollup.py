@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import sys
@@ -182,22 +183,25 @@ def _bar(progress: bool | None, desc: str) -> object | None:
     return bar
 
 
-def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, quiet: bool = False) -> PassResult:
-    """Run passes until the rollups hold every committed event, retrying rounds skipped for busy writers."""
+def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, quiet: bool = False,
+             patience_s: float = 600.0) -> PassResult:
+    """Run passes until the rollups hold every committed event, retrying rounds skipped for busy writers for up to
+    `patience_s` seconds (then `skipped` says so)."""
     bar = _bar(progress, "rollup")
     total = PassResult()
     t0 = time.monotonic()
     try:
-        for attempt in range(600):
+        for attempt in itertools.count():
             r = refresh(db, settings, wait=True, progress=bar)
             total.events += r.events
             total.chunks += r.chunks
             total.watermark, total.target = r.watermark, r.target
             if r.caught_up:
                 break
-            time.sleep(min(0.05 * (attempt + 1), 1.0))
-        else:
-            total.skipped = "writers kept the raw table busy; try again"
+            if time.monotonic() - t0 >= patience_s:
+                total.skipped = f"writers kept the raw table busy for {patience_s:g} s; try again"
+                break
+            time.sleep(min(0.05 * (attempt + 1), 1.0, max(0.0, patience_s - (time.monotonic() - t0))))
     finally:
         if bar is not None:
             bar.close()  # type: ignore[attr-defined]
@@ -207,7 +211,7 @@ def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, 
     return total
 
 
-def rebuild(db: Database, settings: Settings, progress: bool | None = None) -> PassResult:
+def rebuild(db: Database, settings: Settings, progress: bool | None = None, *, patience_s: float = 600.0) -> PassResult:
     """Drop every grain and recompute it from raw in the configured zone (after a zone change)."""
     with _locked(db, wait=True) as conn:
         assert conn is not None
@@ -224,7 +228,7 @@ def rebuild(db: Database, settings: Settings, progress: bool | None = None) -> P
         store.set_timezone(conn, settings.timezone)
     if progress is None or progress:
         print(f"rollups emptied; rebuilding in {settings.timezone}")
-    return catch_up(db, settings, progress=progress)
+    return catch_up(db, settings, progress=progress, patience_s=patience_s)
 
 
 @dataclass

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import pg_server
@@ -238,3 +242,26 @@ def test_a_long_pass_never_stalls_ingest(pg: Database) -> None:
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:
         assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 300_000 + len(latencies)
+
+
+def test_rollup_command_gives_up_with_exit_1_while_writers_stay_busy(pg: Database) -> None:
+    """`analytics-gql rollup --wait S`: a writer holding view_events for longer than S makes the command fail
+    (exit 1, saying why) instead of reporting success; once the writer commits it folds everything, exit 0."""
+    add_events(pg, [(1, "US", LO + i * HOUR_US) for i in range(5)])
+    env = {**os.environ, "ANALYTICS_DATABASE_URL": pg.settings.database_url}
+    cli = [str(Path(sys.executable).with_name("analytics-gql")), "rollup", "--wait", "1"]
+    with pg.engine.connect() as writer:
+        tx = writer.begin()
+        writer.execute(text("INSERT INTO view_events (blog_id, viewer_country, viewed_at) VALUES (2, 'IN', :t)"),
+                       {"t": LO + DAY_US})  # uncommitted: holds ROW EXCLUSIVE on view_events
+        t0 = time.monotonic()
+        busy = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+        waited = time.monotonic() - t0
+        tx.commit()
+    assert busy.returncode == 1, busy
+    assert "writers kept the raw table busy for 1 s" in busy.stdout
+    assert waited < 30
+    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    assert "folded 6 events" in done.stdout
+    assert_exact(pg, "UTC")

@@ -102,7 +102,7 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
     result = IngestResult()
     printed = 0
     blog_cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
-    is_csv = path.endswith(".csv")
+    is_csv = path.lower().endswith(".csv")  # views.CSV too
     try:
         stream: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as e:

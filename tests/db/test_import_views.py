@@ -292,3 +292,13 @@ def test_many_bad_lines_are_all_counted_and_the_first_ones_shown(
     assert [line.split(":")[0] for line in err if line.startswith("line ")] == ["line 2", "line 3"]
     assert "... 8 more bad lines not shown" in err
     assert [r[0] for r in stored_views(db)] == ["ok1", "ok2"]
+
+
+@pytest.mark.parametrize("name", ["views.csv", "VIEWS.CSV", "views.Csv"])
+def test_csv_is_recognised_by_extension_in_any_case(db: Database, tmp_path: Path, name: str) -> None:
+    load_dims(db)
+    path = tmp_path / name
+    path.write_bytes(b"eventId,blogId,viewedAt\r\nc1,b1,2025-02-01T12:00:00Z\r\nc2,b2,2025-02-01T13:00:00Z\r\n")
+    result = loading.import_path(db, "views", str(path), progress=False)
+    assert (result.accepted, result.duplicates, result.rejected) == (2, 0, 0)
+    assert sorted(r[0] for r in stored_views(db)) == ["c1", "c2"]

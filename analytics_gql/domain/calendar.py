@@ -36,12 +36,21 @@ class Grain(enum.StrEnum):
 GRAINS: tuple[Grain, ...] = tuple(Grain)
 
 
+# The longest IANA name is 32 characters; longer text is refused before it reaches the file system.
+MAX_ZONE_NAME = 64
+
+
 def zone(name: str) -> ZoneInfo:
     """The IANA zone called `name`, or BadInput naming it."""
+    shown = name if len(name) <= MAX_ZONE_NAME else name[:MAX_ZONE_NAME] + "..."
+    problem = BadInput(f"unknown time zone {shown!r}: use an IANA name such as 'Europe/London'")
+    if len(name) > MAX_ZONE_NAME:
+        raise problem
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as e:
-        raise BadInput(f"unknown time zone {name!r}: use an IANA name such as 'Europe/London'") from e
+    # OSError: a name that is a directory of the zone database ('Europe') or that the file system refuses.
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as e:
+        raise problem from e
 
 
 def to_us(t: dt.datetime) -> int:

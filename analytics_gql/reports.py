@@ -67,7 +67,8 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
             rows = _PAGE_ROWS.put(agg.rows, SharedList(rows), shape)
     has_next = len(agg.rows) > q.first
     return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
-                         end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources))
+                         end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources),
+                         start=start, end=end)
 
 
 def top(conn: Connection, q: TopQuery) -> TopResult:

@@ -26,10 +26,10 @@ from analytics_gql.api.types import (
     ViewInput,
     author_record,
     blog_record,
-    decode_cursor,
     filter_to_domain,
     granularity_to_domain,
     range_to_domain,
+    resume,
     view_record,
 )
 from analytics_gql.domain import queries as Q
@@ -58,9 +58,10 @@ class Query:
         q = Q.BlogViewsQuery(
             group_by=Q.Dimension(group_by.value), range=range_to_domain(range, time_zone, ctx.settings.timezone),
             granularity=granularity_to_domain(granularity) if granularity is not None else None,
-            filter=filter_to_domain(filter), first=Q.check_between(first, 1, Q.MAX_PAGE, "first"),
-            offset=decode_cursor(after))
-        return BlogViewsResult.from_domain(await ctx.read(reports.blog_views, q, quick=True))
+            filter=filter_to_domain(filter), first=Q.check_between(first, 1, Q.MAX_PAGE, "first"))
+        query = q.identity()
+        page = await ctx.read(reports.blog_views, resume(q, after), quick=True)
+        return BlogViewsResult.from_domain(page, query)
 
     @strawberry.field(description="The top `limit` groups by views (ties broken by key).")
     async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
+import hashlib
+import hmac
+import re
+from dataclasses import replace
 from typing import Any
 
 import strawberry
@@ -104,24 +108,42 @@ def granularity_to_domain(g: Granularity) -> cal.Granularity:
     return cal.Granularity(g.value)
 
 
-def encode_cursor(offset: int) -> str:
-    """An opaque cursor for a position in a blogViews result."""
-    return base64.urlsafe_b64encode(f"bv1:{offset}".encode()).decode().rstrip("=")
+_CURSOR = re.compile(r"bv2:([0-9]{1,12}):([0-9]{1,17}):([0-9]{1,17}):([0-9a-f]{16})")
+_LEGACY_CURSOR = re.compile(r"bv1:([0-9]{1,12})")
 
 
-def decode_cursor(cursor: str | None) -> int:
-    """The offset after a cursor (0 when none); BadInput when it is not one of ours."""
+def _cursor_tag(query: str, offset: int, start: int, end: int) -> str:
+    # Not a secret: it only makes a cursor name its query (and its range), so a mix-up is refused.
+    return hashlib.blake2b(f"{query}|{offset}|{start}|{end}".encode(), digest_size=8).hexdigest()
+
+
+def encode_cursor(offset: int, *, query: str, start: int, end: int) -> str:
+    """An opaque cursor for a position in a blogViews result: the offset, the range the result was computed
+    over (an open start or end as resolved then) and a tag naming the query (BlogViewsQuery.identity)."""
+    tag = _cursor_tag(query, offset, start, end)
+    return base64.urlsafe_b64encode(f"bv2:{offset}:{start}:{end}:{tag}".encode()).decode().rstrip("=")
+
+
+def resume(q: Q.BlogViewsQuery, cursor: str | None) -> Q.BlogViewsQuery:
+    """The query continued after `cursor`: its offset, over the range its first page resolved; BadInput when the
+    cursor is not one of ours or belongs to another query (first, the page size, may change)."""
     if cursor is None:
-        return 0
+        return q
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, offset = raw.partition(":")
-        if tag != "bv1" or not offset.isdigit() or len(offset) > 12:
-            raise ValueError
-        return int(offset)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadInput("`after` is not a cursor this server issued: use pageInfo.endCursor of the previous "
-                       "page") from e
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    legacy = _LEGACY_CURSOR.fullmatch(raw)
+    if legacy is not None:  # issued before cursors named their query: an offset only, as it was then
+        return replace(q, offset=int(legacy.group(1)))
+    m = _CURSOR.fullmatch(raw)
+    if m is None:
+        raise BadInput("`after` is not a cursor this server issued: use pageInfo.endCursor of the previous page")
+    offset, start, end = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if not hmac.compare_digest(m.group(4), _cursor_tag(q.identity(), offset, start, end)):
+        raise BadInput("`after` is a cursor of another query: pass it with the same groupBy, granularity, range, "
+                       "filter and timeZone as the page it came from (only `first` may change)")
+    return replace(q.pinned(start, end), offset=offset)
 
 
 def instant(us: int | None) -> dt.datetime | None:
@@ -176,7 +198,8 @@ class BlogViewsResult:
     meta: QueryMeta
 
     @staticmethod
-    def from_domain(p: Q.BlogViewsPage) -> BlogViewsResult:
+    def from_domain(p: Q.BlogViewsPage, query: str) -> BlogViewsResult:
+        """The GraphQL result of a page of the query whose identity is `query` (its cursor names it)."""
         shared = type(p.rows) is SharedList  # rows memoised by reports.py: the same nodes for the same rows
         nodes = _PAGE_NODES.get(p.rows) if shared else None
         if nodes is None:
@@ -191,7 +214,8 @@ class BlogViewsResult:
                                           period_label=r.period_label, blog_count=r.blog_count, views=r.views))
             if shared:
                 _PAGE_NODES.put(p.rows, nodes)
-        cursor = encode_cursor(p.end_offset) if p.end_offset is not None else None
+        cursor = (encode_cursor(p.end_offset, query=query, start=p.start, end=p.end)
+                  if p.end_offset is not None and p.start is not None and p.end is not None else None)
         return BlogViewsResult(total_count=p.total_count, page_info=PageInfo(has_next_page=p.has_next,
                                                                              end_cursor=cursor),
                                nodes=nodes, meta=QueryMeta.from_domain(p.meta))

@@ -179,6 +179,17 @@ def blog_level(f: Filter) -> Filter:
     return simplify(Or(tuple(substitute_viewer_country(f, c) for c in classes)))
 
 
+def canonical(f: Filter) -> str:
+    """A text of the tree that is equal for equal trees in every process (a set's order is not: hash seeds)."""
+    if isinstance(f, Const):
+        return "T" if f.value else "F"
+    if isinstance(f, Atom):
+        return f"{f.field.value}{sorted(f.values)!r}"
+    if isinstance(f, And | Or):
+        return ("and(" if isinstance(f, And) else "or(") + ",".join(canonical(p) for p in f.parts) + ")"
+    return f"not({canonical(f.part)})"
+
+
 def mentions(f: Filter, field: Field) -> bool:
     """Whether the filter tests `field` anywhere."""
     if isinstance(f, Atom):

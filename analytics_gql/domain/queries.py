@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from analytics_gql.domain import calendar as cal
-from analytics_gql.domain.filters import TRUE, Filter
+from analytics_gql.domain.filters import TRUE, Filter, canonical
 from analytics_gql.errors import BadInput
 
 MAX_POINTS = 10_000
@@ -101,6 +101,19 @@ class BlogViewsQuery:
     first: int = 100
     offset: int = 0
 
+    def identity(self) -> str:
+        """What a cursor of this query names: everything but the page (first, offset), as the client gave it
+        (an open start or end stays open: the cursor pins its resolved value)."""
+        g = self.granularity.value if self.granularity is not None else "-"
+        return (f"{self.group_by.value}|{g}|{self.range.start}|{self.range.end}|{self.range.zone.key}|"
+                f"{canonical(self.filter)}")
+
+    def pinned(self, start: int, end: int) -> BlogViewsQuery:
+        """The query over the range a previous page resolved (its open start/end as they were then)."""
+        r = self.range
+        return replace(self, range=RangeSpec(r.start if r.start is not None else start,
+                                             r.end if r.end is not None else end, r.zone))
+
 
 @dataclass(frozen=True)
 class TopQuery:
@@ -151,13 +164,15 @@ class GroupRow(NamedTuple):
 
 @dataclass(frozen=True)
 class BlogViewsPage:
-    """A page of blogViews rows."""
+    """A page of blogViews rows, with the range it was computed over (the next page's cursor pins it)."""
 
     total_count: int
     rows: list[GroupRow]
     has_next: bool
     end_offset: int | None
     meta: Meta
+    start: int | None = None
+    end: int | None = None
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,12 @@ def test_pages_of_a_range_ending_now_neither_lose_nor_repeat_rows(db: Database, 
     # ranked afresh, b3 would lead, b1 would show again on page 2 and b3's row would be lost.
     ingest(db, "views", [{"blogId": "b3"} for _ in range(9)])
     cursor = first["pageInfo"]["endCursor"]
+    assert first["pageInfo"]["hasNextPage"] is True
     while cursor is not None:
         p = page(client, {**variables, "after": cursor})
         got += rows(p)
         assert p["totalCount"] == len(want)
+        assert p["pageInfo"]["hasNextPage"] is (len(got) < len(want))  # no empty last page
         cursor = p["pageInfo"]["endCursor"] if p["pageInfo"]["hasNextPage"] else None
     assert got == [(w.key, w.label, w.views, w.blog_count) for w in want]
     # A new query (no cursor) sees the new views.

@@ -331,3 +331,63 @@ def test_lru_bounds() -> None:
     assert c.get("a") is None and c.get("c") is None
     c.put("huge", "H", 11)
     assert c.get("huge") is None
+
+
+PERFORMANCE = """query($gr: Granularity!, $r: TimeRange!, $f: ViewFilter, $tz: String) {
+  performance(granularity: $gr, range: $r, filter: $f, timeZone: $tz) {
+    points { periodStart label views blogsCreated growth partial } } }"""
+DAY_VIEWS = """query($r: TimeRange, $tz: String) {
+  blogViews(groupBy: BLOG, granularity: DAY, range: $r, timeZone: $tz, first: 1000) {
+    totalCount nodes { key label periodStart periodLabel views blogCount } } }"""
+
+
+def test_questions_differing_only_in_their_filter_get_their_own_parts(db: Database) -> None:
+    """Same windows, grouping and rollup shape, another filter: each answer is its own (the part's key holds the
+    filter), cold and warm."""
+    filters: list[dict[str, Any] | None] = [
+        {"blog": {"eq": "b1"}}, {"blog": {"eq": "b2"}}, {"blog": {"in": ["b1", "b2"]}},
+        {"not": {"country": {"eq": "KE"}}}, {"author": {"in": ["a2"]}}, None]
+    with world(db) as w:
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        totals = [w.check_top("BLOG", f)["totalViews"] for f in filters]
+        assert len(set(totals)) == len(totals)  # every filter selects other views: a mix-up would show
+        hits, _ = w.stats()
+        assert [w.check_top("BLOG", f)["totalViews"] for f in filters] == totals
+        assert w.stats()[0] >= hits + len(filters)
+
+
+def test_same_instants_other_period_labels(db: Database) -> None:
+    """Kiritimati (+14) and Honolulu (-10) have the same midnights, one calendar day apart: the same windows, the
+    same cached part and page, but other period labels. A page's rows are memoised (reports.py) on the page and the
+    periods' labels, so each zone gets its own labels."""
+    r = {"start": "2025-01-10T10:00:00Z", "end": "2025-01-20T10:00:00Z"}
+    s, e = O.parse_time(r["start"], "UTC"), O.parse_time(r["end"], "UTC")
+    with world(db) as w:
+        catch_up(db, settings_for(db), progress=False, quiet=True)  # nothing above the watermark: shared pages
+        for tz in ("Pacific/Kiritimati", "Pacific/Honolulu", "Pacific/Kiritimati", "Pacific/Honolulu"):
+            got = w.ask(DAY_VIEWS, {"r": r, "tz": tz})["blogViews"]
+            want = O.blog_views(w.truth, group_by="BLOG", granularity="DAY", start=s, end=e, zone=tz, f=None)
+            assert len(want) > 5
+            assert [(O.parse_output_instant(n["periodStart"]), n["periodLabel"], n["key"], n["views"])
+                    for n in got["nodes"]] == [(x.period_start, x.period_label, x.key, x.views) for x in want], tz
+
+
+def test_blogs_created_follows_an_upsert_of_created_at(db: Database) -> None:
+    """blogsCreated is cached per dimensions version: moving a blog's createdAt moves its count at once."""
+    r = {"start": "2024-12-30", "end": "2025-02-03"}
+    f = {"not": {"blog": {"eq": "b1"}}}
+
+    def check(w: World) -> list[int]:
+        got = w.ask(PERFORMANCE, {"gr": "WEEK", "r": r, "f": f, "tz": "UTC"})["performance"]["points"]
+        want = O.performance(w.truth, granularity="WEEK", start=O.parse_time(r["start"], "UTC"),
+                             end=O.parse_time(r["end"], "UTC"), zone="UTC", f=f)
+        assert [(O.parse_output_instant(p["periodStart"]), p["label"], p["views"], p["blogsCreated"], p["growth"],
+                 p["partial"]) for p in got] == [(x.start, x.label, x.views, x.blogs_created, x.growth, x.partial)
+                                                 for x in want]
+        return [x.blogs_created for x in want]
+
+    with world(db) as w:
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        assert check(w) == check(w) == [2, 0, 0, 0, 0]  # b2 and b3 (b1 is filtered out), week of 2025-01-01
+        w.blogs(O.Blog("b2", "Two", "a1", "KE", T0 + 20 * O.DAY))
+        assert check(w) == [1, 0, 0, 1, 0]  # b2 now created on 2025-01-21

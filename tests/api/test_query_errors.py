@@ -237,6 +237,25 @@ def test_nul_in_a_filter(client: TestClient) -> None:
     bad_input(client, PERFORMANCE, perf_vars(a="a1\x00"), "NUL")
 
 
+def test_filter_depth_and_size_are_bounded(client: TestClient) -> None:
+    """A filter nested deeper than 20 levels, or with more than 200 nodes, is refused before any SQL; at the
+    bounds it runs and answers exactly."""
+    def nested(depth: int) -> dict[str, Any]:
+        f: dict[str, Any] = {"blog": {"eq": "b1"}}
+        for _ in range(depth):
+            f = {"not": {"not": f}}
+        return f
+
+    at_bound = nested(10)  # 20 levels of `not` under the root
+    got = ok(client, TOP, top_vars(f=at_bound))["top"]
+    assert (got["totalViews"], [n["key"] for n in got["nodes"]]) == (sum(v["blogId"] == "b1" for v in VIEWS), ["b1"])
+    bad_input(client, TOP, top_vars(f={"not": at_bound}), "nested too deeply")
+    wide = {"or": [{"blog": {"eq": "b1"}}] + [{"blog": {"eq": f"x{i}"}} for i in range(199)]}  # 201 nodes
+    bad_input(client, TOP, top_vars(f=wide), "too large")
+    assert ok(client, TOP, top_vars(f={"or": wide["or"][:199]}))["top"]["totalViews"] == sum(
+        v["blogId"] == "b1" for v in VIEWS)
+
+
 def test_bad_datetime(client: TestClient) -> None:
     for value in ["2024-13-01", "yesterday", "2024-01-01T25:00:00Z", "' OR 1=1 --", "\x00", "1969-12-31",
                   "2200-01-01"]:

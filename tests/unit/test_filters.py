@@ -119,3 +119,25 @@ def test_bad_values_are_refused() -> None:
     with pytest.raises(BadInput, match="too large"):
         F.check_size(deep)
     assert F.check_size(F.Not(F.TRUE)) == F.Not(F.TRUE)
+
+
+def test_blog_level_counts_readers_without_a_country() -> None:
+    """A filter that only a reader WITHOUT a country can satisfy (every ISO code excluded) still lets a blog count:
+    the unknown reader is a class of its own, not covered by "any other code"."""
+    every_code = [c for c in EVERY_READER if c is not None]
+    only_unknown = F.Not(F.Atom(F.Field.VIEWER_COUNTRY, frozenset(every_code)))
+    assert F.blog_level(only_unknown) == F.TRUE
+    ke_blog_unknown_reader = F.blog_level(F.And((F.Atom(F.Field.COUNTRY, frozenset(["KE"])), only_unknown)))
+    blog = {"blog": "b1", "author": "a1", "viewer_country": None}
+    assert [F.evaluate(ke_blog_unknown_reader, **blog, country=c) for c in ("KE", "US", None)] == [True, False, False]
+
+
+def test_canonical_is_the_same_for_equal_trees_and_differs_otherwise() -> None:
+    """The cursor tag (api/types.py) names a filter by this text: equal sets in any order give one text."""
+    a = F.And((F.Atom(F.Field.BLOG, frozenset(["b1", "b2", "b'3"])), F.Not(F.Atom(F.Field.COUNTRY, frozenset(["KE"])))))
+    b = F.And((F.Atom(F.Field.BLOG, frozenset(["b'3", "b2", "b1"])), F.Not(F.Atom(F.Field.COUNTRY, frozenset(["KE"])))))
+    assert F.canonical(a) == F.canonical(b)
+    others = [F.Or(a.parts), F.And((a.parts[0],)), F.And((a.parts[0], F.Atom(F.Field.COUNTRY, frozenset(["KE"])))),
+              F.And((F.Atom(F.Field.AUTHOR, frozenset(["b1", "b2", "b'3"])), a.parts[1])), F.TRUE, F.FALSE]
+    texts = {F.canonical(x) for x in [a, *others]}
+    assert len(texts) == 1 + len(others)

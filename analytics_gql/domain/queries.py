@@ -214,7 +214,8 @@ def growth(current: int, previous: int) -> float | None:
     """Percent change, 2 decimals; None when the previous window had no views."""
     if previous == 0:
         return None
-    return round((current - previous) / previous * 100, 2)
+    # `+ 0.0` turns the -0.0 that rounds a tiny decrease (e.g. 99,999 after 100,000) into 0.0: clients print "-0".
+    return round((current - previous) / previous * 100, 2) + 0.0
 
 
 def blogs_label(period_label: str, n: int) -> str:

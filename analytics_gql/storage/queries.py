@@ -114,12 +114,18 @@ def data_start(conn: Connection, ctx: ReadContext) -> int | None:
     _sql_allowed(conn)
     first = conn.execute(text("SELECT MIN(viewed_at) FROM view_events")).scalar()
     candidates = [int(first)] if first is not None else []
-    # Only when raw events were compacted: otherwise raw holds every event, and a year bucket's start would move
-    # "the beginning of the data" (and so AUTO's granularity) back to January 1 after a pass.
+    # Only when raw events were compacted: otherwise raw holds every event, and a bucket's start would move "the
+    # beginning of the data" (and so AUTO's granularity) back to the start of that bucket after a pass.
     if ctx.rollup_zone is not None and ctx.horizons.get(RAW, 0) > 0:
-        oldest_year = conn.execute(text("SELECT MIN(bucket) FROM views_year_total")).scalar()
-        if oldest_year is not None:
-            candidates.append(bucket_interval(Grain.YEAR, int(oldest_year), ctx.rollup_zone)[0])
+        # The finest grain never compacted holds every folded event: its oldest bucket starts at or before the first
+        # one, and closest to it (the year bucket would pad a series with empty periods back to January 1). When
+        # every grain was compacted, the coarsest grain's oldest bucket is still the earliest data there is.
+        kept = [g for g in GRAINS if ctx.horizons.get(g.value, 0) == 0] or [GRAINS[-1]]
+        grain = kept[0]
+        table = rollup_tables[(grain, Shape.TOTAL)].name
+        oldest = conn.execute(text(f"SELECT MIN(bucket) FROM {table}")).scalar()
+        if oldest is not None:
+            candidates.append(bucket_interval(grain, int(oldest), ctx.rollup_zone)[0])
     return min(candidates) if candidates else None
 
 

@@ -305,6 +305,30 @@ def test_compacted_day_grain_is_answered_from_kept_hours(db: Database) -> None:
         assert [p["views"] for p in points] == per_day
 
 
+@pytest.mark.parametrize("retention", ["raw=30d", "raw=30d,hour=60d"])
+def test_open_start_after_raw_compaction_begins_at_the_data(db: Database, retention: str) -> None:
+    """CONTRACT 3: a missing start is the beginning of the data. Once raw events are compacted it comes from the
+    finest grain still whole (hour, or day), not January 1 of the oldest year bucket, which padded the series with
+    empty days and made AUTO see a longer range."""
+    march = [{"blogId": "b1", "viewerCountry": "KE", "viewedAt": f"2024-03-{d:02d}T{h:02d}:15:00Z"}
+             for d in range(5, 21) for h in range(0, d % 4 + 1)]
+    for kind, records in (("authors", AUTHORS), ("blogs", BLOGS), ("views", march)):
+        assert ingest_records(db, kind, records).rejected == 0  # type: ignore[arg-type]
+    settings = Settings(database_url=db.settings.database_url, retention=retention)
+    catch_up(db, settings, progress=False, quiet=True)
+    report = compact(db, settings)
+    assert report.deleted["raw"] == len(march) - (1 if db.sqlite else 0)  # SQLite keeps its highest id
+    with TestClient(create_app(settings, db)) as client:
+        points = ok(client, PERFORMANCE, perf_vars(r={"end": "2024-04-01"}))["performance"]["points"]
+        days = [f"2024-03-{d:02d}" for d in range(5, 32)]
+        assert [p["periodStart"][:10] for p in points] == days
+        assert [p["views"] for p in points] == [sum(1 for v in march if v["viewedAt"].startswith(d)) for d in days]
+        auto = ok(client, BLOG_VIEWS, bv_vars(gr="AUTO", r={"end": "2024-04-01"}))["blogViews"]["nodes"]
+        # 27 days (Mar 5 - Apr 1) is WEEK under the AUTO rule; from January 1 it was 91 days, MONTH.
+        assert {n["periodLabel"] for n in auto} == {"2024-W10", "2024-W11", "2024-W12"}
+        assert sum(n["views"] for n in auto) == len(march)
+
+
 # ---------------------------------------------------------------- S5: injection strings
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from analytics_gql import reports
 from analytics_gql.api.context import Context
@@ -115,15 +117,24 @@ class Mutation:
         return RefreshResult(enqueued=await info.context.enqueue_refresh())
 
 
+class _Schema(strawberry.Schema):
+    """Errors are logged by ErrorPolicy (each masked INTERNAL error once, with its request id). Strawberry's own
+    logging of every error would also log each client mistake (BAD_USER_INPUT) at ERROR with a traceback and the
+    client's strings."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        return None
+
+
 def build_schema(settings: Settings, *, fast: bool = True,
                  extensions: tuple[type[SchemaExtension], ...] = ()) -> strawberry.Schema:
     """The executable schema with the security and performance extensions for `settings`.
 
     `fast=False` completes results with graphql-core's own execution context (api/execution.py has the fast path;
     tests compare the two); `extensions` are appended to the standard ones (tests)."""
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=[*schema_extensions(settings), *extensions],
-                             execution_context_class=execution_context_class() if fast else None,
-                             config=StrawberryConfig(disable_field_suggestions=not settings.introspection))
+    return _Schema(query=Query, mutation=Mutation, extensions=[*schema_extensions(settings), *extensions],
+                   execution_context_class=execution_context_class() if fast else None,
+                   config=StrawberryConfig(disable_field_suggestions=not settings.introspection))
 
 
 def sdl() -> str:

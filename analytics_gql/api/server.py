@@ -65,8 +65,6 @@ def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the API until interrupted (loopback by default: pass --host 0.0.0.0 to expose it)."""
     logs.configure()
-    # Our ErrorPolicy logs masked errors once, with the request id; strawberry would also log every user error.
-    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     config = uvicorn_config(create_app(settings), host=host, port=port)
     server = uvicorn.Server(config)
     jobs = _start_jobs(settings) if settings.redis_url is None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator
 from itertools import product
 from typing import Any
@@ -261,6 +262,15 @@ def test_bad_datetime(client: TestClient) -> None:
                   "2200-01-01"]:
         bad_input(client, TOP, top_vars(r={"start": value, "end": "2024-02-01"}))
         bad_input(client, PERFORMANCE, perf_vars(r={"start": "2024-01-01", "end": value}))
+
+
+def test_client_mistakes_are_not_logged_as_server_errors(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A BAD_USER_INPUT answer is the client's business: no ERROR record (Strawberry logged each one with a
+    traceback and the client's strings); masked INTERNAL errors are still logged, by ErrorPolicy (test_security)."""
+    with caplog.at_level(logging.DEBUG):
+        bad_input(client, TOP, top_vars(tz="Mars/Olympus_Mons"), "Mars/Olympus_Mons")
+        bad_input(client, TOP, top_vars(r={"start": "2024-02-01", "end": "2024-01-01"}), "start")
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 # ---------------------------------------------------------------- retention

@@ -396,6 +396,17 @@ def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int
     header: list[str] | None = None
     batch: list[tuple[int, Any]] = []
     start = 1  # the line the next record starts on
+    done = 0  # bytes reported to the progress bar so far
+
+    def read_so_far() -> int:
+        """Bytes the CSV reader has taken from the file (read ahead in blocks; 0 for a pipe, which has no size)."""
+        nonlocal done
+        try:
+            pos = stream.tell()
+        except (OSError, ValueError):
+            return 0
+        step, done = pos - done, pos
+        return step
     for cells in reader:
         line, start = start, reader.line_num + 1
         if not cells:
@@ -410,10 +421,10 @@ def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int
             item = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
         batch.append((line, item))
         if len(batch) >= IMPORT_BATCH:
-            yield batch, 0, reader.line_num
+            yield batch, read_so_far(), reader.line_num
             batch = []
     if batch:
-        yield batch, 0, reader.line_num
+        yield batch, read_so_far(), reader.line_num
     text.detach()
 
 

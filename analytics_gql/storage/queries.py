@@ -11,13 +11,13 @@ import heapq
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, text
 
 from analytics_gql.domain import filters as F
-from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval
+from analytics_gql.domain.calendar import GRAINS, HOUR_US, US, Grain, bucket_interval
 from analytics_gql.domain.memo import SharedList
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run, plan
 from analytics_gql.domain.queries import Dimension, SourceUse
@@ -388,18 +388,66 @@ def _refresh_later(conn: Connection, cache: QueryCache, key: tuple[Any, ...], wi
     later(key, job)
 
 
-def _tail_rows(conn: Connection, ctx: ReadContext, p: Plan, shape: Shape, dim: Dimension | None,
-               f: F.Filter) -> list[tuple[int, Any, int | None, int]]:
-    """Events above the watermark, read live: (pidx, group key, blog_id, views) per (window, group, blog)."""
-    if ctx.max_id <= ctx.watermark:
-        return []  # nothing above the watermark in this snapshot
+# Every period boundary of every zone in use lies on a quarter hour; a window ending elsewhere ends at "now" (or at a
+# previous period's matching instant, for growth) and moves with every request.
+_QUARTER_HOUR_US = 15 * 60 * US
+
+
+def _split_moving(windows: list[tuple[int, int]], ctx: ReadContext) -> tuple[list[tuple[int, int]],
+                                                                             list[tuple[int, int, int]]]:
+    """Windows with their moving ends cut off, and the cut-off pieces as (window index, lo, hi).
+
+    A range that ends now gives a new window list with every request, so its rollup part would never be reused
+    from the cache (and each one would push a warm entry out). A window ending off the quarter hours is cut at the
+    UTC hour before its end: the rest is the same for an hour and is cached as usual, and the piece after the cut
+    (under an hour of raw events, found by the viewed_at index) is read live with the tail. Not where raw events
+    of that piece were compacted: that window keeps its whole plan (and its retention error).
+    """
+    if ctx.rollup_zone is None or ctx.watermark <= 0:
+        return windows, []  # no rollups: the tail reads every window anyway
+    return _cut_windows(windows, ctx.horizons.get(RAW, 0))
+
+
+def _cut_windows(windows: list[tuple[int, int]], raw_kept: int = 0) -> tuple[list[tuple[int, int]],
+                                                                              list[tuple[int, int, int]]]:
+    """_split_moving's cut, for windows whose moving piece starts at or after `raw_kept`."""
+    stable: list[tuple[int, int]] = []
+    moving: list[tuple[int, int, int]] = []
+    for i, (a, b) in enumerate(windows):
+        if a < b and b % _QUARTER_HOUR_US:
+            cut = max(a, b - b % HOUR_US)
+            if cut >= raw_kept:
+                stable.append((a, cut))
+                moving.append((i, cut, b))
+                continue
+        stable.append((a, b))
+    return stable, moving
+
+
+def _live_rows(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], moving: list[tuple[int, int, int]],
+               shape: Shape, dim: Dimension | None, f: F.Filter) -> tuple[list[tuple[int, Any, int | None, int]], int]:
+    """What is read live with every request: the events above the watermark in every window (the tail), and the
+    events at or below it in the moving pieces (see _split_moving). (pidx, group key, blog_id, views) per (window,
+    group, blog) and source, and how many of those rows are the moving pieces'."""
+    live = Plan(watermark=ctx.watermark)
+    for i, lo, hi in moving:
+        live.add(Run(RAW, lo, hi, i, hi - lo))
+    sources = [RAW] if moving else []
+    if ctx.max_id > ctx.watermark:  # else nothing above the watermark in this snapshot
+        for i, (a, b) in enumerate(windows):
+            if a < b:
+                live.add(Run(TAIL, a, b, i, b - a))
+        sources.append(TAIL)
+    if not sources:
+        return [], 0
     _sql_allowed(conn)
     params = _Params()
-    ctes, members = _members(p, [TAIL], shape, dim, f, params, small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL,
-                             max_id=ctx.max_id)
-    sql = "WITH " + ", ".join(ctes) + " SELECT pidx, gkey, blog_id, views FROM (" + members[0] + ") t"
-    # Integers already (window index, ids, COUNT): no per-row conversion on this per-request path.
-    return cast(list[tuple[int, Any, int | None, int]], conn.execute(text(sql), params.values).fetchall())
+    ctes, members = _members(live, sources, shape, dim, f, params,
+                             small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL, max_id=ctx.max_id)
+    sql = ("WITH " + ", ".join(ctes) + " SELECT src, pidx, gkey, blog_id, views FROM ("
+           + " UNION ALL ".join(members) + ") t")
+    rows = conn.execute(text(sql), params.values).fetchall()
+    return [(pidx, gkey, blog, n) for _, pidx, gkey, blog, n in rows], sum(1 for r in rows if r[0] == RAW)
 
 
 def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set[Any]) -> dict[Any, tuple[str, str]]:
@@ -468,6 +516,16 @@ def plan_for(windows: list[tuple[int, int]], ctx: ReadContext | None,
     return _memo_plan(tuple(windows), zone, watermark, tuple(sorted(horizons.items())), frozenset(grains))
 
 
+def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[tuple[int, int, int]]) -> Plan:
+    """The stable windows' plan plus the moving pieces' raw runs, with the tail over the whole windows: the plan
+    that is answered, for meta.sources (a copy: plans are memoised)."""
+    out = Plan(watermark=p.watermark, runs={s: list(r) for s, r in p.runs.items() if s != TAIL})
+    for i, lo, hi in moving:
+        out.runs.setdefault(RAW, []).append(Run(RAW, lo, hi, i, hi - lo))
+    out.runs[TAIL] = [Run(TAIL, a, b, i, b - a) for i, (a, b) in enumerate(windows) if a < b]
+    return out
+
+
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0) -> Aggregate:
     """Views (and distinct blogs) per window and group, ordered by window, views desc, key.
@@ -481,11 +539,16 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     if f == F.FALSE:
         p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
-    ctx, p, part = _planned_part(conn, ctx, windows, shape, dim, f)
+    stable, moving = _split_moving(windows, ctx)
+    ctx, p, part = _planned_part(conn, ctx, stable, shape, dim, f)
+    if moving:
+        p = _with_moving(p, windows, moving)
     if not p.sources():
         return Aggregate([], 0, 0, [])
-    tail = _tail_rows(conn, ctx, p, shape, dim, f) if TAIL in p.runs else []
-    counts = {**part.counts, TAIL: len(tail)}
+    tail, moving_rows = _live_rows(conn, ctx, windows, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
+    counts = {**part.counts, TAIL: len(tail) - moving_rows}
+    if moving_rows:
+        counts[RAW] = counts.get(RAW, 0) + moving_rows
     blog_sets = _needs_blog_sets(dim)
 
     def constant_count(_g: GroupKey) -> int:
@@ -527,24 +590,43 @@ def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,
     Depends only on the dimension tables: with a context, cached per dimensions version.
     """
     blog_filter = F.blog_level(f)
-    p = plan_for(windows, None)
-    runs = p.runs.get(TAIL, [])
-    if not runs or blog_filter == F.FALSE:
+    if blog_filter == F.FALSE:
         return {}
+    # Windows ending at "now" are cut as for views (_split_moving): the part before the cut is cached, the rest
+    # (blogs created in under an hour) is counted live.
+    stable, moving = _cut_windows(windows)
+    runs = plan_for(stable, None).runs.get(TAIL, [])
+    out: dict[int, int] = {}
+    if runs:
+        sql, params = _blogs_created_sql(runs, blog_filter)
+        cache = _cache_of(conn) if ctx is not None and ctx.dimensions_version is not None else None
+        key = (sql, tuple(sorted(params.values.items())), "dimensions", ctx.dimensions_version if ctx else None)
+        found = cache.get(key) if cache is not None else None
+        if found is not None:
+            out = found
+        else:
+            _sql_allowed(conn)
+            out = {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
+            if cache is not None:
+                cache.put(key, out, len(out))
+    if moving:
+        live = Plan(watermark=0)
+        for i, lo, hi in moving:
+            live.add(Run(TAIL, lo, hi, i, hi - lo))
+        sql, params = _blogs_created_sql(live.runs[TAIL], blog_filter)
+        _sql_allowed(conn)
+        out = dict(out)  # the cached dict is shared: never changed
+        for i, n in conn.execute(text(sql), params.values):
+            out[int(i)] = out.get(int(i), 0) + int(n)
+    return out
+
+
+def _blogs_created_sql(runs: list[Run], blog_filter: F.Filter) -> tuple[str, _Params]:
+    """Blogs created per run's output index, among those the blog-level filter holds for."""
     params = _Params()
     where = compile_filter(blog_filter, params, vc="NULL")
     joins = " JOIN authors a ON a.id = b.author_id" if F.mentions(blog_filter, F.Field.AUTHOR) else ""
     pidx = "q.base + (b.created_at - q.lo) / q.step"
     sql = (f"WITH {_values_cte('w', runs)} SELECT {pidx} AS pidx, COUNT(*) FROM w q JOIN blogs b "
            f"ON b.created_at >= q.lo AND b.created_at < q.hi{joins} WHERE {where} GROUP BY {pidx}")
-    cache = _cache_of(conn) if ctx is not None and ctx.dimensions_version is not None else None
-    key = (sql, tuple(sorted(params.values.items())), "dimensions", ctx.dimensions_version if ctx else None)
-    if cache is not None:
-        found = cache.get(key)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    _sql_allowed(conn)
-    out = {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
-    if cache is not None:
-        cache.put(key, out, len(out))
-    return out
+    return sql, params

@@ -391,3 +391,61 @@ def test_blogs_created_follows_an_upsert_of_created_at(db: Database) -> None:
         assert check(w) == check(w) == [2, 0, 0, 0, 0]  # b2 and b3 (b1 is filtered out), week of 2025-01-01
         w.blogs(O.Blog("b2", "Two", "a1", "KE", T0 + 20 * O.DAY))
         assert check(w) == [1, 0, 0, 1, 0]  # b2 now created on 2025-01-21
+
+
+OPEN_PERF = """query($r: TimeRange!) { performance(granularity: DAY, range: $r, timeZone: "UTC") {
+  points { periodStart views growth blogsCreated } } }"""
+OPEN_DAY_VIEWS = """query($r: TimeRange) { blogViews(groupBy: BLOG, granularity: DAY, range: $r, timeZone: "UTC",
+  first: 1000) { nodes { key periodStart views blogCount } } }"""
+MINUTE = 60 * 1_000_000
+
+
+def test_ranges_ending_now_reuse_the_cached_part_and_stay_exact(db: Database) -> None:
+    """A range with no end ends at the request's "now": its windows differ with every request. The part before the
+    UTC hour that holds each moving end is cached and reused; the events after it (folded or not) are read live.
+    Exact against the oracle with events in the current hour, on both sides of the cut, and around the previous
+    day's matching instant (growth), before and after a pass."""
+    with world(db) as w:
+        now = O.us(dt.datetime.now(dt.UTC))
+        start = now - 3 * O.DAY - 17 * MINUTE  # fixed; the last period and its growth window end at "now"
+        w.blogs(O.Blog("b4", "Four", "a2", "KE", now - 10 * MINUTE), O.Blog("b5", "Five", "a1", None, now - O.DAY))
+        w.views(views_at("b1", "US", now - 50 * MINUTE, 8, 6 * MINUTE + 7)  # the last 50 minutes
+                + views_at("b2", "KE", now - O.DAY - 40 * MINUTE, 5, 7 * MINUTE)  # before yesterday's "now"
+                + views_at("b3", None, now - O.DAY + 5 * MINUTE, 4, 9 * MINUTE))  # after it: not in growth's window
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        open_top = {"start": "2025-01-01T00:00:00Z"}
+        open_perf = {"start": O.utc(start).isoformat()}
+
+        def check() -> tuple[int, dict[str, int]]:
+            hour = O.us(dt.datetime.now(dt.UTC)) // O.HOUR
+            got_top = w.ask(TOP, {"d": "BLOG", "r": open_top, "f": None, "tz": "UTC"})["top"]
+            got_days = w.ask(OPEN_DAY_VIEWS, {"r": {"start": O.utc(start).isoformat()}})["blogViews"]["nodes"]
+            got_perf = w.ask(OPEN_PERF, {"r": open_perf})["performance"]["points"]
+            end = O.us(dt.datetime.now(dt.UTC))  # no event lies between the server's "now"s and this one
+            want_top = O.top(w.truth, dimension="BLOG", start=T0, end=end, f=None, limit=1000)
+            assert got_top["totalViews"] == want_top.total
+            assert [(n["key"], n["views"], n["blogCount"]) for n in got_top["nodes"]] == [
+                (r.key, r.views, r.blog_count) for r in want_top.rows]
+            want_days = O.blog_views(w.truth, group_by="BLOG", granularity="DAY", start=start, end=end, zone="UTC",
+                                     f=None)
+            assert [(O.parse_output_instant(n["periodStart"]), n["key"], n["views"]) for n in got_days] == [
+                (r.period_start, r.key, r.views) for r in want_days]
+            want_perf = O.performance(w.truth, granularity="DAY", start=start, end=end, zone="UTC", f=None)
+            assert [(O.parse_output_instant(p["periodStart"]), p["views"], p["growth"], p["blogsCreated"])
+                    for p in got_perf] == [(p.start, p.views, p.growth, p.blogs_created) for p in want_perf]
+            assert want_perf[-1].blogs_created == 1 and sum(p.blogs_created for p in want_perf) == 2
+            assert want_perf[-1].views > 0 and want_perf[-1].growth is not None  # the moving windows hold events
+            same_hour = hour == O.us(dt.datetime.now(dt.UTC)) // O.HOUR
+            return (w.stats()[1] if same_hour else -1), {s["source"]: s["rows"] for s in got_top["meta"]["sources"]}
+
+        misses, sources = check()
+        assert sources["tail"] == 0 and sources["raw"] >= 1  # the current hour's events: read live, at or below
+        again, _ = check()  # a later "now": the parts before the cuts come from the cache
+        assert again in (misses, -1)  # (-1: the UTC hour changed meanwhile, and with it the cuts)
+        w.views(views_at("b2", "US", now - 20 * MINUTE, 3, 5 * MINUTE)  # not folded: the live tail
+                + views_at("b1", "ET", now - O.DAY - 30 * MINUTE, 2, MINUTE))
+        after, sources = check()
+        assert sources["tail"] == 2  # b1 and b2, one window
+        assert after in (misses, -1)
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        check()

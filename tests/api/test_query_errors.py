@@ -301,6 +301,19 @@ def test_data_compacted_away(db: Database) -> None:
         assert everything["totalViews"] == TOTAL
 
 
+def test_growth_window_ending_in_compacted_raw_is_refused(db: Database) -> None:
+    """A yearly series ending now compares this year so far with last year up to the same instant, which needs raw
+    events of that hour last year: compacted (raw=30d), so the query is refused (CONTRACT 4), also when the moving
+    ends of ranges ending now are read apart from the cached part (storage/queries._split_moving)."""
+    load(db)
+    settings = Settings(database_url=db.settings.database_url, retention="raw=30d")
+    catch_up(db, settings, progress=False, quiet=True)
+    compact(db, settings)
+    with TestClient(create_app(settings, db)) as client:
+        message = bad_input(client, PERFORMANCE, perf_vars(gr="YEAR", r={"start": "2024-01-01"}), "HOUR")
+        assert "compacted" in message, message
+
+
 def test_compacted_day_grain_is_answered_from_kept_hours(db: Database) -> None:
     """CONTRACT 4: ANALYTICS_RETENTION=day=30d keeps hours and raw events: a daily series over compacted days is
     answered, exactly, from finer data (it was refused, naming RAW as a granularity to use)."""

@@ -99,16 +99,19 @@ class Query:
 class Mutation:
     @strawberry.mutation(description="Insert or update authors (scope ingest); up to 10,000 a call.")
     async def upsert_authors(self, info: Info, authors: list[AuthorInput]) -> IngestResult:
+        info.context.require("ingest")  # the key's scope first: a read-only key learns nothing about its input
         _items(authors, "authors")  # type: ignore[arg-type]
         return IngestResult.from_domain(await info.context.ingest("authors", [author_record(a) for a in authors]))
 
     @strawberry.mutation(description="Insert or update blogs (scope ingest); up to 10,000 a call.")
     async def upsert_blogs(self, info: Info, blogs: list[BlogInput]) -> IngestResult:
+        info.context.require("ingest")  # the key's scope first: a read-only key learns nothing about its input
         _items(blogs, "blogs")  # type: ignore[arg-type]
         return IngestResult.from_domain(await info.context.ingest("blogs", [blog_record(b) for b in blogs]))
 
     @strawberry.mutation(description="Record views (scope ingest); a view whose eventId is stored counts once.")
     async def record_views(self, info: Info, views: list[ViewInput]) -> IngestResult:
+        info.context.require("ingest")  # the key's scope first: a read-only key learns nothing about its input
         _items(views, "views")  # type: ignore[arg-type]
         return IngestResult.from_domain(await info.context.ingest("views", [view_record(v) for v in views]))
 

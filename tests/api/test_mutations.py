@@ -106,3 +106,17 @@ def test_ten_thousand_items_a_call_and_not_one_more(client: TestClient, db: Data
                                                             "createdAt": "2025-01-01T00:00:00Z"}
         got = call(client, query, **{key: [item] * 10_001})
         assert got["errors"][0]["message"].startswith(f"at most 10000 {name} per call (got 10001)")
+
+
+def test_scope_is_checked_before_the_input(db: Database) -> None:
+    """A read-only key sending too many items is FORBIDDEN (its scope), not BAD_USER_INPUT (its input): the key is
+    judged before anything it sent; an ingest key gets the limit's message. Nothing is stored either way."""
+    settings = Settings(database_url=db.settings.database_url, max_body_bytes=1 << 20, api_keys="r1:read;l1:ingest")
+    views = [{"eventId": f"e{i}", "blogId": "b1", "viewedAt": "2025-02-01T12:00:00Z"} for i in range(10_001)]
+    with TestClient(create_app(settings, db)) as c:
+        for key, code in (("r1", "FORBIDDEN"), ("l1", "BAD_USER_INPUT")):
+            for query, variables in ((VIEWS, {"v": views}), (AUTHORS, {"a": [{"id": "a", "name": "A"}] * 10_001})):
+                r = c.post("/graphql", json={"query": query, "variables": variables},
+                           headers={"Authorization": f"Bearer {key}"})
+                assert [e["extensions"]["code"] for e in r.json()["errors"]] == [code], r.json()
+    assert stored_views(db) == []

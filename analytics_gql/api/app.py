@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -30,10 +31,16 @@ from analytics_gql.storage import schema as migrations
 from analytics_gql.storage.engine import Database
 
 log = logging.getLogger("analytics_gql.api")
+T = TypeVar("T")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Paths that need a key; health, readiness, metrics, GraphiQL's page and its static files do not.
 _PROTECTED = ("/graphql", "/ingest/")
+# /readyz and /metrics answer within this many seconds whatever the database does (a locked table, a frozen server):
+# a probe or a scrape that hangs is worse than one that says "not ready" or leaves the rollup gauges out.
+PROBE_TIMEOUT_S = 3.0
+_PROBE_STATEMENT_MS = 2_500  # PostgreSQL ends the probe's statements itself, so abandoned threads do not pile up
+_SLOW = {"status": "unavailable", "reason": "database did not answer in time"}
 # Browsers send these cross-origin without a preflight ("simple" requests): refusing them stops CSRF.
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
 
@@ -144,7 +151,16 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         schema = build_schema(settings)
     gql = schema
     limiter = make_limiter()
+    # Probes get threads of their own: 16 slow GraphQL requests must not make /readyz wait for a slot.
+    probe_limiter = anyio.CapacityLimiter(2)
     head = migrations.head_revision(database)
+
+    async def probe(fn: Callable[[], T], timed_out: T) -> T:
+        """fn() on a probe thread, or `timed_out` when it has not answered within PROBE_TIMEOUT_S."""
+        with anyio.move_on_after(PROBE_TIMEOUT_S):
+            return await anyio.to_thread.run_sync(fn, limiter=probe_limiter, abandon_on_cancel=True)
+        log.warning("database did not answer a probe within %.1f s", PROBE_TIMEOUT_S)
+        return timed_out
 
     async def graphql_get(request: Request) -> Response:
         accepts_html = "text/html" in request.headers.get("accept", "")
@@ -221,9 +237,12 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
 
     def _readiness() -> tuple[bool, dict[str, Any]]:
         try:
-            with database.read() as conn:
+            with database.read(statement_timeout_ms=_PROBE_STATEMENT_MS) as conn:
                 current = migrations.current_revision(conn)
-        except Exception:  # noqa: BLE001 - any failure to talk to the database means not ready
+        except Exception as e:  # noqa: BLE001 - any failure to talk to the database means not ready
+            if getattr(getattr(e, "orig", None), "sqlstate", None) == "57014":  # our statement_timeout ended it
+                log.warning("readiness check: database did not answer within %d ms", _PROBE_STATEMENT_MS)
+                return False, _SLOW
             log.warning("readiness check: database unreachable", exc_info=True)
             return False, {"status": "unavailable", "reason": "database unreachable"}
         if current != head:
@@ -232,12 +251,12 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         return True, {"status": "ready", "revision": current}
 
     async def readyz(request: Request) -> Response:
-        ok, body = await anyio.to_thread.run_sync(_readiness, limiter=limiter)
+        ok, body = await probe(_readiness, (False, _SLOW))
         return json_response(body, 200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        text = await anyio.to_thread.run_sync(metrics.render, database, limiter=limiter)
-        return Response(text, media_type=metrics.CONTENT_TYPE)
+        status = await probe(partial(metrics.rollup_status, database, _PROBE_STATEMENT_MS), None)
+        return Response(metrics.render(status), media_type=metrics.CONTENT_TYPE)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

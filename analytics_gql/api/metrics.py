@@ -50,14 +50,17 @@ def observe_ingest(kind: str, result: Any) -> None:
             ROWS_INGESTED.labels(kind, outcome).inc(n)
 
 
-def _rollup_status(db: Database) -> dict[str, Any] | None:
-    """Pending events and the last pass's bookkeeping, or None while unavailable (module or database)."""
+def rollup_status(db: Database, statement_timeout_ms: int | None = None) -> dict[str, Any] | None:
+    """Pending events and the last pass's bookkeeping, or None while unavailable (module or database).
+
+    Blocking: run it on a worker thread, with a bound on the wait (a locked table or a frozen server).
+    """
     try:
         from analytics_gql.storage import rollups  # guarded: the API must serve even if rollups are broken
     except ImportError:
         return None
     try:
-        with db.read() as conn:
+        with db.read(statement_timeout_ms=statement_timeout_ms) as conn:
             # Not rollups.status(): that counts every raw row and rollup row, too heavy for each scrape.
             state = rollups.read_state(conn)
             watermark = state.watermark if state is not None else 0
@@ -72,16 +75,14 @@ def _rollup_status(db: Database) -> dict[str, Any] | None:
 
 
 class RollupCollector(Collector):
-    """Reads rollup lag and the last pass's duration from the database at scrape time."""
+    """The rollup lag and the last pass's duration, as read from the database for this scrape."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """Yield the rollup gauges (none when the status cannot be read)."""
-        st = _rollup_status(self.db)
-        if st is None:
-            return
+        """Yield the rollup gauges."""
+        st = self.status
         pending = st["pending_events"]
         if pending is not None:
             yield GaugeMetricFamily("analytics_rollup_pending_events",
@@ -96,11 +97,11 @@ class RollupCollector(Collector):
                                     "When the last rollup pass ran (Unix time)", value=last / 1_000_000)
 
 
-def render(db: Database | None) -> bytes:
-    """The exposition text: process-wide metrics plus, when a database is given, the rollup gauges."""
+def render(status: dict[str, Any] | None) -> bytes:
+    """The exposition text: process-wide metrics plus, when `status` (from rollup_status) is given, the gauges."""
     text = generate_latest(REGISTRY)
-    if db is not None:
+    if status is not None:
         extra = CollectorRegistry(auto_describe=False)
-        extra.register(RollupCollector(db))
+        extra.register(RollupCollector(status))
         text += generate_latest(extra)
     return text

@@ -86,19 +86,23 @@ class Database:
         self._later_closed = False
 
     @contextmanager
-    def read(self, *, quick: bool = False) -> Iterator[Connection]:
+    def read(self, *, quick: bool = False, statement_timeout_ms: int | None = None) -> Iterator[Connection]:
         """A read transaction on one snapshot (REPEATABLE READ on PostgreSQL; a WAL snapshot on SQLite).
 
         One snapshot matters: the watermark, the rollups and the raw tail must be read as of the same commit,
         or a pass committing between two statements would count its events twice or not at all.
         `quick`: the read may run only its read context and answer from the query cache (storage/queries.py raises
         NeedsThread before any other statement), so an event loop can run it without waiting on SQL.
+        `statement_timeout_ms`: on PostgreSQL, a tighter bound than the setting's for this transaction's statements
+        (health probes and metric scrapes, which must answer within a probe's timeout); SQLite has no equivalent.
         """
         with self.engine.connect() as conn:
             if not self.sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             conn = conn.execution_options(query_cache=self.query_cache, quick=quick, read_later=self.read_later)
             with conn.begin():
+                if statement_timeout_ms is not None and not self.sqlite:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(statement_timeout_ms))}")
                 yield conn
 
     @contextmanager

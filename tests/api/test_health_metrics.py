@@ -15,7 +15,7 @@ from analytics_gql.api.app import create_app
 from analytics_gql.api.extensions import schema_extensions
 from analytics_gql.settings import Settings
 from analytics_gql.storage import schema as migrations
-from analytics_gql.storage.engine import Database
+from analytics_gql.storage.engine import Database, normalise_url
 
 pytestmark = pytest.mark.anyio
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -161,3 +161,69 @@ async def test_metrics_rows_ingested_and_rollup_lag(http: httpx.AsyncClient, db:
     seconds = sample(folded, "analytics_rollup_last_pass_seconds")
     assert seconds is not None and seconds >= 0
     assert sample(folded, "analytics_rollup_last_run_timestamp_seconds") is not None
+
+
+async def _timed_get(http: httpx.AsyncClient, path: str) -> tuple[httpx.Response, float]:
+    import time
+
+    t0 = time.monotonic()
+    r = await http.get(path)
+    return r, time.monotonic() - t0
+
+
+async def test_readyz_and_metrics_bounded_when_statements_hang(empty_db_url: str) -> None:
+    """F10: a statement that hangs (here: a lock held by a stuck migration) must not hang the probes.
+
+    Without a bound, /readyz waited for statement_timeout (30 s) and /metrics the same, longer than any probe's or
+    Prometheus scrape's timeout; they must answer (503 / the gauges left out) within a few seconds.
+    """
+    import sqlalchemy
+
+    db = Database(Settings(database_url=empty_db_url))
+    migrations.upgrade(db)
+    locker = sqlalchemy.create_engine(normalise_url(empty_db_url))
+    try:
+        async for http in client(db):
+            with locker.connect() as conn:
+                conn.execute(sqlalchemy.text("LOCK TABLE alembic_version, view_events IN ACCESS EXCLUSIVE MODE"))
+                r, took = await _timed_get(http, "/readyz")
+                assert (r.status_code, r.json()) == (503, {"status": "unavailable",
+                                                           "reason": "database did not answer in time"})
+                assert took < 8, took
+                m, took = await _timed_get(http, "/metrics")
+                assert m.status_code == 200 and took < 8, took
+                assert "analytics_rollup_pending_events" not in m.text
+                assert "analytics_http_requests_total" in m.text
+                assert (await http.get("/healthz")).status_code == 200
+                conn.rollback()
+            r = await http.get("/readyz")
+            assert r.status_code == 200, r.text
+            assert sample(await scrape(http), "analytics_rollup_pending_events") == 0
+    finally:
+        locker.dispose()
+        db.dispose()
+
+
+async def test_readyz_and_metrics_bounded_when_the_server_does_not_answer() -> None:
+    """A frozen server (F7/F11 style): TCP accepts, nothing ever answers, so no statement_timeout can fire.
+
+    The probe stops waiting after PROBE_TIMEOUT_S (3 s), well before the driver's 5 s connect timeout.
+    """
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody reads the startup packet
+        port = silent.getsockname()[1]
+        db = Database(Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/none"))
+        try:
+            async for http in client(db):
+                r, took = await _timed_get(http, "/readyz")
+                assert (r.status_code, r.json()) == (503, {"status": "unavailable",
+                                                           "reason": "database did not answer in time"})
+                assert took < 4.5, took
+                m, took = await _timed_get(http, "/metrics")
+                assert m.status_code == 200 and took < 4.5, took
+                assert "analytics_rollup_pending_events" not in m.text
+        finally:
+            db.dispose()

@@ -9,17 +9,57 @@ from collections.abc import Sequence
 from analytics_gql.settings import Settings
 
 
-def _db(settings: Settings):  # type: ignore[no-untyped-def]
+class Unreachable(Exception):
+    """The database did not accept a connection (exit status 1: worth retrying, unlike a bad setting)."""
+
+
+def _check_url(settings: Settings) -> None:
+    """Refuse an ANALYTICS_DATABASE_URL no dialect can use (for commands that must start while it is down)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from analytics_gql.errors import UserError
+    from analytics_gql.storage.engine import normalise_url
+
+    try:
+        make_url(normalise_url(settings.database_url)).get_dialect()
+    except ArgumentError:
+        raise UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
+                        "(use sqlite:///PATH or postgresql+psycopg://...)") from None
+
+
+def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untyped-def]
+    """The Database, checked before any work: the URL parses, a connection opens and (`migrated`) the schema is
+    at head; each failure is one `error:` line instead of a traceback from deep inside the command."""
+    from sqlalchemy.exc import DBAPIError
+
+    from analytics_gql.errors import UserError
+    from analytics_gql.storage import schema
     from analytics_gql.storage.engine import Database
 
-    return Database(settings)
+    _check_url(settings)
+    db = Database(settings)
+    try:
+        with db.engine.connect() as conn:
+            current = schema.current_revision(conn)
+    except DBAPIError as e:
+        db.dispose()
+        detail = str(e.orig if e.orig is not None else e).strip().splitlines()
+        raise Unreachable(detail[0] if detail else type(e).__name__) from None
+    if migrated:
+        head = schema.head_revision(db)
+        if current != head:
+            db.dispose()
+            raise UserError(f"the database is not migrated (at revision {current}, head is {head}): "
+                            "run `analytics-gql migrate` first")
+    return db
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the Alembic migrations up to head."""
     from analytics_gql.storage import schema
 
-    db = _db(settings)
+    db = _db(settings, migrated=False)
     schema.upgrade(db)
     print(f"migrated {db.engine.url.render_as_string(hide_password=True)} to {schema.head_revision(db)}")
     return 0
@@ -73,6 +113,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run a Dramatiq worker over Redis for the rollup actors."""
+    _check_url(settings)
     from analytics_gql.jobs import worker
 
     return worker.run(settings, threads=args.threads)
@@ -80,6 +121,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
     """Run the APScheduler process that enqueues rollup and compaction jobs."""
+    _check_url(settings)
     from analytics_gql.jobs import scheduler
 
     scheduler.run_forever(settings)
@@ -88,6 +130,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve GraphQL (and, on the embedded default, the scheduler and an in-process worker)."""
+    _check_url(settings)
     from analytics_gql.api import server
 
     server.run(settings, host=args.host, port=args.port)
@@ -100,7 +143,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from analytics_gql.api import server
     from analytics_gql.storage import schema
 
-    db = _db(settings)
+    db = _db(settings, migrated=False)
     schema.upgrade(db)
     if loading.is_empty(db):
         loading.seed(db, authors=200, blogs=2_000, views=args.views, days=400, seed=1, progress=None)
@@ -181,14 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `analytics-gql` console script."""
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
     from analytics_gql.errors import UserError
 
     try:
         settings = Settings()
+    except ValidationError as e:
+        for err in e.errors():
+            name = "ANALYTICS_" + "_".join(str(part) for part in err["loc"]).upper()
+            print(f"error: {name}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    try:
         return int(args.fn(settings, args) or 0)
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
+    except Unreachable as e:
+        print(f"error: cannot reach the database: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,79 @@
+"""Operators' mistakes on the command line: a short `error:` line and a documented exit status, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analytics_gql.settings import Settings
+from analytics_gql.storage import schema
+from analytics_gql.storage.engine import Database
+
+CLI = str(Path(sys.executable).with_name("analytics-gql"))
+
+
+def run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    full.update({f"ANALYTICS_{k.upper()}": v for k, v in env.items()})
+    return subprocess.run([CLI, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"timezone": "Mars/Base"}, "error: ANALYTICS_TIMEZONE: unknown IANA time zone 'Mars/Base'\n"),
+    ({"retention": "raw=0d"}, "error: ANALYTICS_RETENTION: retention entry 'raw=0d': days must be a positive whole "
+                              "number\n"),
+    ({"api_keys": "k1:root"}, "error: ANALYTICS_API_KEYS: unknown scope(s) ['root']; use read, ingest, admin\n"),
+    ({"rollup_interval": "0"}, "error: ANALYTICS_ROLLUP_INTERVAL: Input should be greater than or equal to 1\n"),
+    ({"database_url": "nonsense://x"}, "error: ANALYTICS_DATABASE_URL: not a supported database URL "
+                                       "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
+    ({"database_url": "not a url"}, "error: ANALYTICS_DATABASE_URL: not a supported database URL "
+                                    "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
+])
+def test_bad_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    done = run(tmp_path, "migrate", **env)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", message)
+    assert not (tmp_path / "analytics.db").exists()
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    done = run(tmp_path, "migrate", database_url="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: cannot reach the database: ")
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["rollup"], ["compact"], ["audit"], ["seed", "--views", "10"],
+                                     ["import", "views", "-"]])
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path, command: list[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    db = Database(Settings(database_url=url))
+    head = schema.head_revision(db)
+    db.dispose()
+    done = run(tmp_path, *command, database_url=url)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"error: the database is not migrated (at revision None, head is {head}): "
+               "run `analytics-gql migrate` first\n")
+
+
+def test_migrate_is_idempotent(db_url: str, tmp_path: Path) -> None:
+    db = Database(Settings(database_url=db_url))
+    head = schema.head_revision(db)
+    db.dispose()
+    for _ in range(2):
+        done = run(tmp_path, "migrate", database_url=db_url)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.endswith(f" to {head}\n")
+    done = run(tmp_path, "rollup", database_url=db_url)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "scheduler"])
+def test_long_running_commands_refuse_a_bad_url_at_start(tmp_path: Path, command: str) -> None:
+    done = run(tmp_path, command, database_url="nonsense://x", redis_url="redis://127.0.0.1:1/0")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", "error: ANALYTICS_DATABASE_URL: not a supported database URL "
+               "(use sqlite:///PATH or postgresql+psycopg://...)\n")

@@ -92,6 +92,26 @@ async def test_readyz_not_ready_on_unmigrated_sqlite(tmp_path) -> None:  # type:
         db.dispose()
 
 
+async def test_readyz_not_ready_one_revision_behind_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A database migrated, but not to head (a deploy that skipped `migrate`), is not ready either."""
+    db = Database(Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}"))
+    try:
+        migrations.upgrade(db, "head-1")
+        with db.read() as conn:
+            behind = migrations.current_revision(conn)
+        head = migrations.head_revision(db)
+        assert behind is not None and behind != head
+        async for http in client(db):
+            r = await http.get("/readyz")
+            assert (r.status_code, r.json()) == (503, {"status": "unavailable", "reason": "database not migrated "
+                                                       "to head", "revision": behind, "head": head})
+            migrations.upgrade(db)
+            r = await http.get("/readyz")
+            assert (r.status_code, r.json()) == (200, {"status": "ready", "revision": head})
+    finally:
+        db.dispose()
+
+
 async def test_readyz_not_ready_on_unmigrated_postgres(empty_db_url: str) -> None:
     db = Database(Settings(database_url=empty_db_url))
     try:

@@ -211,6 +211,34 @@ async def test_ten_megabyte_chunked_body_is_cut_off_early(prod: httpx.AsyncClien
     assert CALLS == []
 
 
+def _body_of_size(size: int) -> bytes:
+    """A valid JSON operation padded with spaces to exactly `size` bytes."""
+    core = b'{"query": "{ echo(text: \\"a\\") }"}'
+    return core[:-1] + b" " * (size - len(core)) + b"}"
+
+
+async def test_body_limit_is_exact(prod: httpx.AsyncClient) -> None:
+    """64 KiB (max_body_bytes) is accepted, one byte more is 413, with and without a Content-Length."""
+    limit = 64 * 1024
+    for size, status in ((limit, 200), (limit + 1, 413)):
+        raw = _body_of_size(size)
+        assert len(raw) == size
+
+        async def chunked(data: bytes = raw) -> AsyncIterator[bytes]:
+            for i in range(0, len(data), 1000):
+                yield data[i:i + 1000]
+
+        for content in (raw, chunked()):
+            r = await prod.post("/graphql", content=content, headers={**READ, "Content-Type": "application/json"})
+            assert r.status_code == status, (size, type(content))
+            if status == 200:
+                assert r.json() == {"data": {"echo": "a"}}
+            else:
+                assert r.json()["errors"][0] == {"message": f"request body larger than {limit} bytes",
+                                                 "extensions": {"code": "PAYLOAD_TOO_LARGE"}}
+    assert CALLS == ["echo", "echo"]
+
+
 async def test_declared_ten_megabytes_refused_from_the_header(prod: httpx.AsyncClient) -> None:
     r = await prod.post("/graphql", content=b" " * (10 * 1024 * 1024),
                         headers={**READ, "Content-Type": "application/json"})

@@ -505,18 +505,21 @@ async def test_500_concurrent_connections_do_not_crash_the_server(tmp_path) -> N
                         break
                 except httpx.TransportError:
                     await anyio.sleep(0.1)
-        body = b'{"query": "{ echo(text: \\"hi\\") }"}'
-        request = (f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        def request(i: int) -> bytes:
+            body = b'{"query": "{ echo(text: \\"c%d\\") }"}' % i
+            return (f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
         statuses: list[int] = []
         failures: list[str] = []
+        wrong: list[bytes] = []
 
-        async def one() -> None:
+        async def one(i: int) -> None:
             try:
                 with anyio.fail_after(60):
                     stream = await anyio.connect_tcp("127.0.0.1", port)
                     async with stream:
-                        await stream.send(request)
+                        await stream.send(request(i))
                         data = b""
                         try:
                             while True:
@@ -524,15 +527,18 @@ async def test_500_concurrent_connections_do_not_crash_the_server(tmp_path) -> N
                         except (anyio.EndOfStream, anyio.BrokenResourceError):
                             pass
                 statuses.append(int(data.split(b" ", 2)[1]))
+                if statuses[-1] == 200 and data.split(b"\r\n\r\n", 1)[1] != b'{"data":{"echo":"c%d"}}' % i:
+                    wrong.append(data[-80:])  # each connection gets its own answer, whole
             except Exception as e:  # noqa: BLE001 - counted: a refused or reset connection is a failure here
                 failures.append(type(e).__name__)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(500):
-                tg.start_soon(one)
+            for i in range(500):
+                tg.start_soon(one, i)
         assert proc.poll() is None, "the server died"
         assert failures == [], failures[:5]
         assert len(statuses) == 500 and set(statuses) <= {200, 503}
+        assert wrong == [], wrong[:5]
         # Under the connection limit every request is served; over it uvicorn would answer 503, never crash.
         assert statuses.count(200) == (500 if LIMIT_CONCURRENCY > 500 else statuses.count(200)) > 0
         async with httpx.AsyncClient(base_url=base, timeout=5) as after:

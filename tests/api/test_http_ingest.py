@@ -175,3 +175,53 @@ async def test_context_ingest_and_read_share_the_loading_code(db: Database) -> N
     assert (result.accepted, result.rejected, [e.index for e in result.errors]) == (2, 1, [1])
     assert await loader.read(lambda conn, t: conn.execute(select(func.count()).select_from(t)).scalar_one(),
                              authors) == 2
+
+
+async def test_sqlite_busy_for_ten_seconds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """F12: another process holds SQLite's write lock for 10 s. Reads (/readyz, /metrics' gauges, queries) answer
+    at once from the WAL snapshot; an ingest waits for the lock (busy_timeout 30 s) and then stores every line."""
+    import sqlite3
+    import threading
+    import time
+
+    from analytics_gql.storage import schema as migrations
+
+    path = tmp_path / "busy.db"
+    db = Database(Settings(database_url=f"sqlite:///{path}"))
+    migrations.upgrade(db)
+    try:
+        async for http in client(db):
+            await load_dimensions(http)
+            locked, release = threading.Event(), threading.Event()
+
+            def hold(locked: threading.Event = locked, release: threading.Event = release) -> None:
+                other = sqlite3.connect(path, isolation_level=None)
+                other.execute("BEGIN IMMEDIATE")
+                locked.set()
+                release.wait(10)
+                other.execute("COMMIT")
+                other.close()
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            assert locked.wait(5)
+            t0 = time.monotonic()
+            try:
+                r = await http.post("/graphql", json={"query": "{ ok }"})
+                assert r.json() == {"data": {"ok": True}}
+                r = await http.get("/readyz")
+                assert r.status_code == 200
+                r = await http.get("/metrics")
+                assert "analytics_rollup_pending_events 0.0" in r.text
+                assert time.monotonic() - t0 < 5  # reads did not wait for the writer
+                views = [{"eventId": f"busy-{i}", "blogId": "b1"} for i in range(25)]
+                r = await http.post("/ingest/views", content=lines(*views), headers=NDJSON)
+                waited = time.monotonic() - t0
+            finally:
+                release.set()
+                holder.join(15)
+            assert (r.status_code, r.json()) == (200, {"accepted": 25, "duplicates": 0, "rejected": 0, "errors": []})
+            assert 9 < waited < 30, waited  # it waited for the lock, and got it when it was released
+            assert count(db, view_events) == 25
+    finally:
+        db.dispose()

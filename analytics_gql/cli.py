@@ -167,6 +167,20 @@ def cmd_export_schema(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(prog="analytics-gql", description="GraphQL analytics server for blog platforms.")
@@ -191,13 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("rollup", help=cmd_rollup.__doc__)
     s.add_argument("--rebuild", action="store_true", help="drop and recompute every grain (after a zone change)")
-    s.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+    s.add_argument("--wait", type=_non_negative_float, default=600.0, metavar="SECONDS",
                    help="give up (exit 1) when busy writers keep every round from starting for this long")
     s.set_defaults(fn=cmd_rollup)
     sub.add_parser("compact", help=cmd_compact.__doc__).set_defaults(fn=cmd_compact)
 
     s = sub.add_parser("audit", help=cmd_audit.__doc__)
-    s.add_argument("--sample", type=int, default=200, help="cells to recompute per grain")
+    s.add_argument("--sample", type=_positive_int, default=200, help="cells to recompute per grain")
     s.add_argument("--no-repair", action="store_true", help="report drift only")
     s.set_defaults(fn=cmd_audit)
 

@@ -77,3 +77,17 @@ def test_long_running_commands_refuse_a_bad_url_at_start(tmp_path: Path, command
     assert (done.returncode, done.stdout, done.stderr) == (
         2, "", "error: ANALYTICS_DATABASE_URL: not a supported database URL "
                "(use sqlite:///PATH or postgresql+psycopg://...)\n")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["audit", "--sample", "0"], "argument --sample: must be at least 1, not 0"),
+    (["audit", "--sample", "-3"], "argument --sample: must be at least 1, not -3"),
+    (["rollup", "--wait", "-1"], "argument --wait: must be 0 or more, not -1"),
+    (["rollup", "--wait", "nan"], "argument --wait: must be 0 or more, not nan"),
+])
+def test_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    """An audit of no cell reported 'no drift' (exit 0); argparse now refuses such values (exit 2)."""
+    done = run(tmp_path, *args, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.endswith(f"error: {message}\n"), done.stderr
+    assert not (tmp_path / "x.db").exists()

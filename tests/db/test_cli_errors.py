@@ -91,3 +91,29 @@ def test_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.endswith(f"error: {message}\n"), done.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_concurrent_migrates_on_postgres(empty_db_url: str, tmp_path: Path) -> None:
+    """Two replicas' init containers run `migrate` at the same moment: both succeed, the schema is applied once."""
+    import sqlalchemy
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_")}
+    env["ANALYTICS_DATABASE_URL"] = empty_db_url
+    for _ in range(2):  # from an empty database, then from one revision behind head
+        procs = [subprocess.Popen([CLI, "migrate"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        results = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in procs]
+        for p in procs:
+            for stream in (p.stdout, p.stderr):
+                if stream is not None:
+                    stream.close()
+        assert [code for code, _ in results] == [0, 0, 0, 0], [err[-1500:] for _, err in results]
+        db = Database(Settings(database_url=empty_db_url))
+        try:
+            with db.read() as conn:
+                assert schema.current_revision(conn) == schema.head_revision(db)
+                versions = conn.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar_one()
+                assert versions == 1
+            schema.downgrade(db, "-1")
+        finally:
+            db.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -9,6 +10,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from analytics_gql import logs
 from analytics_gql.api.app import create_app
@@ -21,6 +23,39 @@ log = logging.getLogger("analytics_gql.api")
 # work without bound (F23); below common 1024-descriptor limits, above the 500 concurrent clients we test with.
 LIMIT_CONCURRENCY = 800
 BACKLOG = 2048
+
+
+# A connection must send a whole request head within this many seconds of opening. uvicorn times out idle
+# keep-alive connections only after a first response: a client that connects and sends nothing (or half a head)
+# held a slot forever, and LIMIT_CONCURRENCY of them made the server answer 503 to everyone.
+HEADER_TIMEOUT_S = 10.0
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that has not sent a complete request head in time."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_timer is not None and self.cycle is not None:  # a request head was parsed
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
 
 
 def _start_jobs(settings: Settings) -> Any:
@@ -55,6 +90,7 @@ def uvicorn_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         workers=1,
+        http=HeadTimeoutProtocol,
         limit_concurrency=LIMIT_CONCURRENCY,
         backlog=BACKLOG,
         timeout_keep_alive=5,

@@ -547,3 +547,59 @@ async def test_500_concurrent_connections_do_not_crash_the_server(tmp_path) -> N
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+SILENT_SERVER_CODE = SERVER_CODE.replace(
+    "from analytics_gql.api.server import uvicorn_config",
+    "from analytics_gql.api import server\nserver.HEADER_TIMEOUT_S = 1.0\nserver.LIMIT_CONCURRENCY = 20\n"
+    "from analytics_gql.api.server import uvicorn_config")
+
+
+@pytest.mark.timeout(60)
+async def test_silent_connections_are_closed_and_do_not_starve_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Connections that send nothing, or half a request head, are closed after HEADER_TIMEOUT_S (1 s here).
+
+    Before, uvicorn kept them open forever: LIMIT_CONCURRENCY (20 here) of them and every real request got 503.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_SERVER_CODE, str(port), f"sqlite:///{tmp_path / 'c.db'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    query = {"query": '{ echo(text: "x") }'}
+    silent: list[socket.socket] = []
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
+            for _ in range(100):
+                try:
+                    if (await probe.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await anyio.sleep(0.1)
+        for i in range(25):
+            sock = socket.create_connection(("127.0.0.1", port))
+            if i % 2:
+                sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")  # half a head, then silence
+            silent.append(sock)
+        await anyio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=base, timeout=5) as c:
+            assert (await c.post("/graphql", json=query)).status_code == 503  # bounded: full, refused at once
+        t0 = time.monotonic()
+        for sock in silent:
+            sock.settimeout(10)
+            assert sock.recv(100) == b""  # closed by the server
+        assert time.monotonic() - t0 < 5
+        async with httpx.AsyncClient(base_url=base, timeout=5) as c:
+            r = await c.post("/graphql", json=query)
+            assert (r.status_code, r.json()) == (200, {"data": {"echo": "x"}})
+    finally:
+        for sock in silent:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=20)

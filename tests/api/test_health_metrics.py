@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import AsyncIterator
 
 import httpx
@@ -18,6 +19,7 @@ from analytics_gql.storage import schema as migrations
 from analytics_gql.storage.engine import Database, normalise_url
 
 pytestmark = pytest.mark.anyio
+RELEASE = threading.Event()
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
@@ -30,6 +32,14 @@ class Query:
     @strawberry.field
     async def fails(self) -> int:
         raise RuntimeError("bug")
+
+    @strawberry.field
+    async def stuck(self, info: strawberry.Info) -> int:
+        """Holds one of the request threads (the app's limiter) until RELEASE is set."""
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(RELEASE.wait, 30, limiter=info.context.limiter)
+        return 1
 
 
 @pytest.fixture
@@ -247,3 +257,32 @@ async def test_readyz_and_metrics_bounded_when_the_server_does_not_answer() -> N
                 assert "analytics_rollup_pending_events" not in m.text
         finally:
             db.dispose()
+
+
+async def test_probes_answer_while_every_request_thread_is_busy(http: httpx.AsyncClient, db: Database) -> None:
+    """16 slow GraphQL requests hold every request thread: /readyz and /metrics still answer at once."""
+    import anyio
+
+    from analytics_gql.api.context import DEFAULT_THREADS
+
+    RELEASE.clear()
+    results: list[dict] = []  # type: ignore[type-arg]
+
+    async def slow() -> None:
+        results.append((await http.post("/graphql", json={"query": "{ stuck }"}, timeout=60)).json())
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(DEFAULT_THREADS):
+                tg.start_soon(slow)
+            await anyio.sleep(0.5)
+            with anyio.fail_after(2.5):
+                r = await http.get("/readyz")
+                assert (r.status_code, r.json()) == (200, {"status": "ready",
+                                                           "revision": migrations.head_revision(db)})
+                assert sample(await scrape(http), "analytics_rollup_pending_events") == 0
+            assert results == []  # the slow ones were all still running
+            RELEASE.set()
+    finally:
+        RELEASE.set()
+    assert results == [{"data": {"stuck": 1}}] * DEFAULT_THREADS

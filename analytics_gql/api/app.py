@@ -104,10 +104,12 @@ class Gate:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         route = _route_label(scope["path"])
         status_seen = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status_seen
+            nonlocal status_seen, started
             if message["type"] == "http.response.start":
+                started = True
                 status_seen = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
@@ -124,7 +126,17 @@ class Gate:
                                           {"WWW-Authenticate": 'Bearer realm="analytics-gql"'})
                 await response(scope, receive, send_with_id)
                 return
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # Outside GraphQL (e.g. the database down under /ingest): the same masked error as a resolver's,
+                # logged once with the id the client receives, not starlette's bare text/plain 500 without one.
+                log.exception("internal error (request %s, %s %s)", request_id, scope["method"], route)
+                if started:
+                    raise  # too late for another response; the server closes the connection
+                body = {"errors": [{"message": INTERNAL_MESSAGE,
+                                    "extensions": {"code": "INTERNAL", "requestId": request_id}}]}
+                await json_response(body, 500)(scope, receive, send_with_id)
         finally:
             metrics.HTTP_REQUESTS.labels(route, str(status_seen)).inc()
 

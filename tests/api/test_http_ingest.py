@@ -225,3 +225,30 @@ async def test_sqlite_busy_for_ten_seconds(tmp_path) -> None:  # type: ignore[no
             assert count(db, view_events) == 25
     finally:
         db.dispose()
+
+
+async def test_database_error_during_ingest_is_masked_with_request_id(caplog) -> None:  # type: ignore[no-untyped-def]
+    """F19 outside GraphQL: the database down under POST /ingest. Was starlette's plain-text 'Internal Server Error'
+    with no X-Request-Id (and no id in the log); now the JSON error shape with the id, logged once with it."""
+    import logging
+
+    import sqlalchemy
+
+    db = Database(Settings(database_url="postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    try:
+        settings = db.settings
+        app = create_app(settings, db=db, schema=strawberry.Schema(query=Query, extensions=schema_extensions(settings)))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            with caplog.at_level(logging.ERROR, logger="analytics_gql.api"):
+                r = await http.post("/ingest/views", content=lines({"blogId": "b1"}), headers=NDJSON)
+            rid = r.headers["x-request-id"]
+            assert (r.status_code, r.headers["content-type"], r.json()) == (500, "application/json", {"errors": [
+                {"message": "Internal server error", "extensions": {"code": "INTERNAL", "requestId": rid}}]})
+            logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+            assert len(logged) == 1 and logged[0].exc_info is not None
+            assert isinstance(logged[0].exc_info[1], sqlalchemy.exc.OperationalError)
+            metrics = (await http.get("/metrics")).text
+            assert 'analytics_http_requests_total{route="/ingest",status="500"}' in metrics
+    finally:
+        db.dispose()

@@ -117,3 +117,18 @@ def test_concurrent_migrates_on_postgres(empty_db_url: str, tmp_path: Path) -> N
             schema.downgrade(db, "-1")
         finally:
             db.dispose()
+
+
+def test_commands_refuse_a_database_one_revision_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(Settings(database_url=url))
+    schema.upgrade(db, "head-1")
+    with db.read() as conn:
+        behind = schema.current_revision(conn)
+    head = schema.head_revision(db)
+    db.dispose()
+    assert behind is not None and behind != head
+    done = run(tmp_path, "rollup", database_url=url)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"error: the database is not migrated (at revision {behind}, head is {head}): "
+               "run `analytics-gql migrate` first\n")

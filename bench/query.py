@@ -450,6 +450,8 @@ def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> Non
         for r in results:
             def raw(q: Question = r.q) -> list[tuple[Any, ...]]:
                 with db.read() as conn:
+                    if not db.sqlite:  # PostgreSQL's default for a bare query (the application turns JIT off)
+                        conn.execute(text("SET LOCAL jit = on"))
                     return [tuple(x) for x in conn.execute(text(q.raw_sql(db.engine.dialect.name)))]
             r.raw, rows_ = time_calls(raw, a.raw_runs, a.budget)
             r.answers["raw"] = str(r.q.from_raw(rows_, blog_keys))

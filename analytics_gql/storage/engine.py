@@ -33,7 +33,12 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_events(engine)
         return engine
-    options = f"-c statement_timeout={settings.statement_timeout_ms}" if settings.statement_timeout_ms else ""
+    # No JIT: the API's statements are short, and PostgreSQL's cost estimates for them (a join of a few plan windows
+    # with view_events by time) can be far above jit_above_cost: a 1.5 ms read of the last hour's raw events then
+    # spent 70 ms compiling (docs/BENCHMARKS.md). The rollup pass turned it off already (slower with it).
+    options = "-c jit=off"
+    if settings.statement_timeout_ms:
+        options += f" -c statement_timeout={settings.statement_timeout_ms}"
     return create_engine(
         url,
         pool_size=pool_size,

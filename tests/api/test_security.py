@@ -466,6 +466,17 @@ async def test_concurrent_requests_share_the_app(dev: httpx.AsyncClient) -> None
 
 # ---- F23: 500 concurrent connections on loopback, against the real uvicorn configuration ----
 
+async def _wait_healthy(base: str) -> None:
+    """Until the server process at `base` answers /healthz (10 s at most)."""
+    async with httpx.AsyncClient(base_url=base, timeout=2) as probe:
+        for _ in range(100):
+            try:
+                if (await probe.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await anyio.sleep(0.1)
+
+
 SERVER_CODE = """
 import sys, strawberry, uvicorn
 from analytics_gql.api.app import create_app
@@ -498,13 +509,7 @@ async def test_500_concurrent_connections_do_not_crash_the_server(tmp_path) -> N
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=2) as probe:
-            for _ in range(100):
-                try:
-                    if (await probe.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await anyio.sleep(0.1)
+        await _wait_healthy(base)
         def request(i: int) -> bytes:
             body = b'{"query": "{ echo(text: \\"c%d\\") }"}' % i
             return (f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -575,13 +580,7 @@ async def test_silent_connections_are_closed_and_do_not_starve_the_server(tmp_pa
     query = {"query": '{ echo(text: "x") }'}
     silent: list[socket.socket] = []
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
-            for _ in range(100):
-                try:
-                    if (await probe.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await anyio.sleep(0.1)
+        await _wait_healthy(base)
         for i in range(25):
             sock = socket.create_connection(("127.0.0.1", port))
             if i % 2:

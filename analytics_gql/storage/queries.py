@@ -11,7 +11,7 @@ import heapq
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, text
@@ -424,30 +424,29 @@ def _cut_windows(windows: list[tuple[int, int]], raw_kept: int = 0) -> tuple[lis
     return stable, moving
 
 
-def _live_rows(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], moving: list[tuple[int, int, int]],
-               shape: Shape, dim: Dimension | None, f: F.Filter) -> tuple[list[tuple[int, Any, int | None, int]], int]:
-    """What is read live with every request: the events above the watermark in every window (the tail), and the
-    events at or below it in the moving pieces (see _split_moving). (pidx, group key, blog_id, views) per (window,
-    group, blog) and source, and how many of those rows are the moving pieces'."""
-    live = Plan(watermark=ctx.watermark)
-    for i, lo, hi in moving:
-        live.add(Run(RAW, lo, hi, i, hi - lo))
+def _live_rows(conn: Connection, ctx: ReadContext, p: Plan, moving: list[Run], shape: Shape, dim: Dimension | None,
+               f: F.Filter) -> tuple[list[tuple[str, int, Any, int | None, int]], int]:
+    """What is read live with every request, as one statement: the events above the watermark in every window (the
+    plan's tail runs) and those at or below it in the moving pieces (`moving`, see _split_moving).
+    (source, pidx, group key, blog_id, views) per (source, window, group, blog), and how many rows are the moving
+    pieces'."""
     sources = [RAW] if moving else []
     if ctx.max_id > ctx.watermark:  # else nothing above the watermark in this snapshot
-        for i, (a, b) in enumerate(windows):
-            if a < b:
-                live.add(Run(TAIL, a, b, i, b - a))
         sources.append(TAIL)
     if not sources:
         return [], 0
     _sql_allowed(conn)
+    live = Plan(watermark=ctx.watermark, runs={RAW: moving, TAIL: p.runs[TAIL]})
     params = _Params()
     ctes, members = _members(live, sources, shape, dim, f, params,
                              small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL, max_id=ctx.max_id)
     sql = ("WITH " + ", ".join(ctes) + " SELECT src, pidx, gkey, blog_id, views FROM ("
            + " UNION ALL ".join(members) + ") t")
-    rows = conn.execute(text(sql), params.values).fetchall()
-    return [(pidx, gkey, blog, n) for _, pidx, gkey, blog, n in rows], sum(1 for r in rows if r[0] == RAW)
+    # Integers already (window index, ids, COUNT): no per-row conversion on this per-request path.
+    rows = cast(list[tuple[str, int, Any, int | None, int]], conn.execute(text(sql), params.values).fetchall())
+    if sources == [TAIL]:
+        return rows, 0
+    return rows, sum(1 for r in rows if r[0] == RAW)  # the moving pieces: under an hour of events each
 
 
 def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set[Any]) -> dict[Any, tuple[str, str]]:
@@ -516,14 +515,13 @@ def plan_for(windows: list[tuple[int, int]], ctx: ReadContext | None,
     return _memo_plan(tuple(windows), zone, watermark, tuple(sorted(horizons.items())), frozenset(grains))
 
 
-def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[tuple[int, int, int]]) -> Plan:
+def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[Run]) -> Plan:
     """The stable windows' plan plus the moving pieces' raw runs, with the tail over the whole windows: the plan
-    that is answered, for meta.sources (a copy: plans are memoised)."""
-    out = Plan(watermark=p.watermark, runs={s: list(r) for s, r in p.runs.items() if s != TAIL})
-    for i, lo, hi in moving:
-        out.runs.setdefault(RAW, []).append(Run(RAW, lo, hi, i, hi - lo))
-    out.runs[TAIL] = [Run(TAIL, a, b, i, b - a) for i, (a, b) in enumerate(windows) if a < b]
-    return out
+    that is answered (a new one: plans are memoised)."""
+    runs = {s: r for s, r in p.runs.items() if s != TAIL}
+    runs[RAW] = [*runs.get(RAW, []), *moving]
+    runs[TAIL] = [Run(TAIL, a, b, i, b - a) for i, (a, b) in enumerate(windows) if a < b]
+    return Plan(watermark=p.watermark, runs=runs)
 
 
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
@@ -539,13 +537,14 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     if f == F.FALSE:
         p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
         return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
-    stable, moving = _split_moving(windows, ctx)
+    stable, pieces = _split_moving(windows, ctx)
     ctx, p, part = _planned_part(conn, ctx, stable, shape, dim, f)
+    moving = [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]
     if moving:
         p = _with_moving(p, windows, moving)
     if not p.sources():
         return Aggregate([], 0, 0, [])
-    tail, moving_rows = _live_rows(conn, ctx, windows, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
+    tail, moving_rows = _live_rows(conn, ctx, p, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
     counts = {**part.counts, TAIL: len(tail) - moving_rows}
     if moving_rows:
         counts[RAW] = counts.get(RAW, 0) + moving_rows
@@ -568,7 +567,7 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     views = dict(part.views)
     extra: dict[GroupKey, set[int]] = {}
     fixed_blogs = part.blogs or {}
-    for pidx, gkey, blog, n in tail:
+    for _src, pidx, gkey, blog, n in tail:
         g = (pidx, gkey)
         views[g] = views.get(g, 0) + n
         if blog_sets and blog is not None and blog not in fixed_blogs.get(g, ()):

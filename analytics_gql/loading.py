@@ -80,15 +80,20 @@ def now_us() -> int:
 def ingest_records(
     db: Database, kind: str, records: list[dict[str, Any] | str], *, index_base: int = 0
 ) -> IngestResult:
-    """Validate and store authors, blogs or views (dicts or NDJSON lines); good items are kept when others fail."""
+    """Validate and store authors, blogs or views (dicts or NDJSON lines); good items are kept when others fail.
+
+    One transaction for the whole list (parsed and stored API_CHUNK items at a time): a request that fails stores
+    nothing, so a client may retry it whole even without eventIds.
+    """
     _check_kind(kind)
     result = IngestResult()
     now = now_us()
-    for start in range(0, len(records), API_CHUNK):
-        chunk = records[start : start + API_CHUNK]
-        items = zip(range(index_base + start, index_base + start + len(chunk)), chunk, strict=True)
-        with db.write() as conn:
-            result.merge(_store(conn, kind, items, now, {}))
+    blog_cache: dict[str, int] = {}
+    with db.write() as conn:
+        for start in range(0, len(records), API_CHUNK):
+            chunk = records[start : start + API_CHUNK]
+            items = zip(range(index_base + start, index_base + start + len(chunk)), chunk, strict=True)
+            result.merge(_store(conn, kind, items, now, blog_cache))
     result.errors.sort(key=lambda e: e.index)
     return result
 

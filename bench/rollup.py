@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from zoneinfo import ZoneInfo
 
 from databases import throwaway_database
 from sqlalchemy import func, select, text
@@ -22,6 +23,7 @@ from sqlalchemy import func, select, text
 from analytics_gql import rollup
 from analytics_gql.domain.calendar import DAY_US, HOUR_US
 from analytics_gql.settings import Settings
+from analytics_gql.storage import rollups
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import rollup_tables, view_events
 
@@ -104,6 +106,28 @@ def bare_group_by(db: Database, *, serial: bool = False) -> float:
     return best
 
 
+def raw_aggregates(db: Database) -> float:
+    """The pass's two aggregates of the raw rows alone (rollups.raw_deltas, the statements the pass runs, with the
+    pass's PostgreSQL settings), counted server-side like the baseline, best of 2: what any pass that keeps the
+    stored shapes pays before deriving or writing anything (an hour x country and a blog x day aggregate)."""
+    with db.read() as conn:
+        lo, hi, top = conn.execute(select(func.min(view_events.c.viewed_at), func.max(view_events.c.viewed_at),
+                                          func.max(view_events.c.id))).one()
+    total = 0.0
+    for sql in rollups.raw_deltas(ZoneInfo(ZONE), int(lo), int(hi)).values():
+        best = math.inf
+        for _ in range(2):
+            with db.read() as conn:
+                if not db.sqlite:
+                    conn.execute(text("SET LOCAL jit = off"))
+                    conn.execute(text(f"SET LOCAL work_mem = '{rollups.RAW_SCAN_WORK_MEM}'"))
+                t0 = time.perf_counter()
+                conn.execute(text(f"SELECT count(*) FROM ({sql}) s"), {"low": 0, "high": int(top)}).scalar()
+                best = min(best, time.perf_counter() - t0)
+        total += best
+    return total
+
+
 def write_floor(db: Database) -> float:
     """A floor under any pass that stores these rollups: copying exactly the rows the pass wrote, in key order, into
     empty tables shaped like the rollup tables (same columns and primary key), in one transaction. No raw scan, no
@@ -151,6 +175,10 @@ def run(kind: str, n: int, chunk: int | None, incremental: int) -> None:
         floor = write_floor(db)
         print(f"           floor: the same rows copied in key order into empty tables of the same shape {floor:.2f} s "
               f"= {floor / base:.2f}x the bare GROUP BY (writes alone, no scan, no grouping)")
+        aggs = raw_aggregates(db)
+        print("           the pass's two raw aggregates alone (hour x day x country, day x blog x country) "
+              f"{aggs:.2f} s "
+              f"= {aggs / base:.2f}x; with the write floor {(aggs + floor) / base:.2f}x, before any derived delta")
         print("           rows per table (raw events per row): " + ", ".join(
             f"{name} {c:,} ({raw / c:,.1f}x)" for name, c in counts.items() if c))
         if incremental:

@@ -72,12 +72,10 @@ def _next_key(g: Grain, k: int) -> int:
     return k + _STRIDE[g]
 
 
-def _finest_kept(t: int, horizons: dict[str, int], order: tuple[Grain, ...]) -> str:
-    """The finest grain (of those that can answer) still complete at instant t (for the retention error)."""
-    for name in [RAW] + [g.value for g in reversed(order)]:
-        if horizons.get(name, 0) <= t:
-            return name
-    return Grain.YEAR.value
+def _kept_at(t: int, horizons: dict[str, int], order: tuple[Grain, ...]) -> list[str]:
+    """The grains (of those that can answer) still complete at instant t, finest first (for the retention error)."""
+    kept = [g.value for g in reversed(order) if horizons.get(g.value, 0) <= t]
+    return kept or [Grain.YEAR.value]
 
 
 def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
@@ -91,11 +89,15 @@ def _cover(a: int, b: int, level: int, rz: ZoneInfo, horizons: dict[str, int],
     if level == len(order):
         kept = horizons.get(RAW, 0)
         if a < kept:
-            finest = _finest_kept(a, horizons, order)
+            # CONTRACT 4 asks the error to name the coarsest grain available there; the finest one is what a user
+            # can act on, so the message names both.
+            grains = _kept_at(a, horizons, order)
+            finest, coarsest = grains[0].upper(), grains[-1].upper()
             raise RetentionError(
                 f"this query needs raw events from {from_us(a).isoformat()}, but retention has compacted raw events "
-                f"before {from_us(kept).isoformat()}; the finest grain kept there is {finest.upper()}: use a "
-                f"{finest.upper()} (or coarser) granularity and align the range to {finest.upper()} boundaries")
+                f"before {from_us(kept).isoformat()}; the grains available there are {', '.join(grains).upper()} "
+                f"(finest {finest}, coarsest {coarsest}): use a {finest} (or coarser) granularity and align the "
+                f"range to {finest} boundaries")
         out.append((RAW, a, b))
         return
     g = order[level]

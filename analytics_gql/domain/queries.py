@@ -65,7 +65,9 @@ class RangeSpec:
             start = self.start
         else:
             start = min(data_start if data_start is not None else end, end)
-        if start > end:
+        # An explicit start must be before the end, also when the end is "now" (CONTRACT: start >= end is an
+        # error); without a start, an empty data set gives the empty range [end, end).
+        if start > end or (self.start is not None and start >= end):
             raise BadInput(f"range.start ({cal.from_us(start).isoformat()}) must be before range.end "
                            f"({cal.from_us(end).isoformat()}); ranges are half-open [start, end)")
         return start, end

@@ -17,6 +17,7 @@ from analytics_gql.storage.query_cache import QueryCache
 
 log = logging.getLogger(__name__)
 READ_LATER_DELAY = 0.05  # seconds a background read waits before it starts
+SQLITE_PROGRESS_STEPS = 10_000  # SQLite VM steps between two deadline checks (well under a millisecond)
 
 
 def normalise_url(url: str) -> str:
@@ -63,6 +64,18 @@ def _sqlite_events(engine: Engine) -> None:
         cur.execute("PRAGMA cache_size=-65536")  # KiB: 64 MB per connection, allocated as used
         cur.execute("PRAGMA temp_store=MEMORY")  # the pass's delta tables and sorts stay off disk
         cur.close()
+        # SQLite has no statement_timeout: a progress handler, called every few thousand VM steps, interrupts a
+        # read statement past its deadline (set per statement below; 0 = unbounded, as for every write).
+        deadline = _record.info["sqlite_deadline"] = [0.0]
+        dbapi_conn.set_progress_handler(lambda: deadline[0] != 0.0 and time.monotonic() > deadline[0],
+                                        SQLITE_PROGRESS_STEPS)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _deadline(conn: Connection, _cursor: Any, _stmt: str, _params: Any, _context: Any, _many: bool) -> None:
+        deadline = conn.info.get("sqlite_deadline")
+        if deadline is not None:
+            ms = conn.get_execution_options().get("sqlite_statement_ms") or 0
+            deadline[0] = time.monotonic() + ms / 1000 if ms else 0.0
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -98,12 +111,16 @@ class Database:
         or a pass committing between two statements would count its events twice or not at all.
         `quick`: the read may run only its read context and answer from the query cache (storage/queries.py raises
         NeedsThread before any other statement), so an event loop can run it without waiting on SQL.
-        `statement_timeout_ms`: on PostgreSQL, a tighter bound than the setting's for this transaction's statements
-        (health probes and metric scrapes, which must answer within a probe's timeout); SQLite has no equivalent.
+        `statement_timeout_ms`: a tighter bound than the setting's for this transaction's statements (health probes
+        and metric scrapes, which must answer within a probe's timeout). On SQLite, which has no statement_timeout,
+        read statements are interrupted past either bound (sqlite3.OperationalError "interrupted"); writes are not.
         """
         with self.engine.connect() as conn:
             if not self.sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            else:
+                ms = statement_timeout_ms if statement_timeout_ms is not None else self.settings.statement_timeout_ms
+                conn = conn.execution_options(sqlite_statement_ms=max(1, int(ms)) if ms else 0)
             conn = conn.execution_options(query_cache=self.query_cache, quick=quick, read_later=self.read_later)
             with conn.begin():
                 if statement_timeout_ms is not None and not self.sqlite:

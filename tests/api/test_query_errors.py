@@ -290,6 +290,7 @@ def test_data_compacted_away(db: Database) -> None:
                                  (PERFORMANCE, perf_vars(r={"start": "2024-01-01T12:00:00Z", "end": "2024-02-01"}))):
             message = bad_input(client, query, variables, "DAY")
             assert "retention" in message or "compacted" in message, message
+            assert "(finest DAY, coarsest YEAR)" in message, message
         # Whole days are still answered, exactly.
         points = ok(client, PERFORMANCE, perf_vars())["performance"]["points"]
         per_day = [sum(1 for v in VIEWS if v["viewedAt"].startswith(f"2024-01-{d:02d}")) for d in range(1, 32)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from ingest_helpers import stored_views
@@ -124,6 +125,30 @@ def test_large_lists_are_chunked_and_keep_arrival_order(db: Database) -> None:
         (4, "unknown blog 'ghost': load the blog first"), (n - 3, "unknown blog 'ghost': load the blog first")]
     got = [row[0] for row in stored_views(db)]
     assert got == [f"e{i}" for i in range(n) if i not in (3, n - 4, n - 2)]
+
+
+def test_a_list_that_fails_in_a_later_chunk_stores_nothing(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request, one transaction: a failure after the first chunk was written leaves nothing behind."""
+    load_dims(db)
+    real = loading._store
+    calls = []
+
+    def failing_store(*args: Any, **kwargs: Any) -> loading.IngestResult:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected: the database went away in the second chunk")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "_store", failing_store)
+    items: list[dict | str] = [  # type: ignore[type-arg]
+        {"eventId": f"e{i}", "blogId": "b1", "viewedAt": T0} for i in range(loading.API_CHUNK + 1)]
+    with pytest.raises(RuntimeError, match="injected"):
+        loading.ingest_records(db, "views", items)
+    assert len(calls) == 2 and stored_views(db) == []
+    monkeypatch.setattr(loading, "_store", real)
+    r = loading.ingest_records(db, "views", items)  # the retry stores every item once
+    assert (r.accepted, r.duplicates) == (loading.API_CHUNK + 1, 0)
+    assert len(stored_views(db)) == loading.API_CHUNK + 1
 
 
 def test_unknown_kind_is_a_user_error(db: Database) -> None:

@@ -155,8 +155,13 @@ def test_retention_error_names_the_grain_kept() -> None:
     with pytest.raises(RetentionError, match="HOUR"):
         plan([(t + 70 * DAY_US + 60_000_000, t + 71 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
     # Starting exactly at the hour horizon: hours are kept from that very instant.
-    with pytest.raises(RetentionError, match="finest grain kept there is HOUR"):
+    with pytest.raises(RetentionError) as e:
         plan([(t + 60 * DAY_US, t + 60 * DAY_US + 30 * 60_000_000)], rollup_zone=rz, watermark=1, horizons=horizons)
+    # CONTRACT 4 names the coarsest grain available there; the finest is the one to use.
+    assert "grains available there are HOUR, DAY, WEEK, MONTH, YEAR (finest HOUR, coarsest YEAR)" in str(e.value)
+    with pytest.raises(RetentionError) as e:
+        plan([(t, t + HOUR_US)], rollup_zone=rz, watermark=1, horizons={**horizons, "day": t + 40 * DAY_US})
+    assert "grains available there are WEEK, MONTH, YEAR (finest WEEK, coarsest YEAR)" in str(e.value)
     # Whole days before the hour horizon are still answered, from day buckets.
     p = plan([(t, t + 3 * DAY_US)], rollup_zone=rz, watermark=1, horizons=horizons)
     assert p.sources() == ["day", TAIL]

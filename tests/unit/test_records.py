@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pycountry
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from analytics_gql.domain.calendar import MAX_US, MIN_US
+from analytics_gql.domain.queries import RangeSpec
 from analytics_gql.domain.records import (
     COUNTRY_CODES,
     AuthorRecord,
@@ -21,6 +23,7 @@ from analytics_gql.domain.records import (
     parse_instant,
     parse_view,
 )
+from analytics_gql.errors import BadInput
 
 NOW = 1_750_000_000_000_000
 
@@ -147,3 +150,16 @@ def test_unknown_field_names_are_cut_short_in_messages() -> None:
         parse_author({"id": "a", "name": "n", **{f"k{i:04}": 1 for i in range(5_000)}})
     names = ", ".join(f"k{i:04}" for i in range(10))
     assert e.value.message == f"unknown field(s) {names}, ... (5000 in all); expected country, id, name"
+
+
+def test_an_explicit_start_at_or_after_now_is_refused_when_the_end_is_now() -> None:
+    """CONTRACT 2: a missing end is now, and start >= end is an error, also when start equals now exactly."""
+    now = 1_767_225_600_000_000
+    utc = ZoneInfo("UTC")
+    for start in (now, now + 1):
+        with pytest.raises(BadInput, match="must be before range.end"):
+            RangeSpec(start, None, utc).resolve(data_start=0, now=now)
+    assert RangeSpec(now - 1, None, utc).resolve(data_start=0, now=now) == (now - 1, now)
+    # No start and no data: the empty range at now, not an error.
+    assert RangeSpec(None, None, utc).resolve(data_start=None, now=now) == (now, now)
+    assert RangeSpec(None, None, utc).resolve(data_start=now + 5, now=now) == (now, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,12 @@ def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untype
 
     _check_url(settings)
     db = Database(settings)
+    path = db.engine.url.database if db.sqlite else None
+    if migrated and path and path != ":memory:" and not os.path.exists(path):
+        # Connecting would create an empty file (a mistyped path then leaves litter behind); only migrate may.
+        db.dispose()
+        raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
+                        "or check ANALYTICS_DATABASE_URL")
     try:
         with db.engine.connect() as conn:
             current = schema.current_revision(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -24,16 +25,15 @@ from analytics_gql.storage.tables import SHAPE_KEYS, rollup_tables
 log = logging.getLogger(__name__)
 
 # Raw ids folded per pass transaction when ANALYTICS_ROLLUP_CHUNK is unset (docs/BENCHMARKS.md, "Rollup pass cost").
-# SQLite: a chunk holds the single write lock, so every writer waits for it: keep it to a few seconds of work.
+# SQLite: a chunk holds the single write lock only while it adds its deltas, computed beforehand without the lock
+# (refresh); the adding grows with the chunk (writers waited up to ~2 s with 1,000,000 ids, docs/BENCHMARKS.md).
 # PostgreSQL: a pass transaction blocks no writer and no reader (MVCC; it takes the raw table's EXCLUSIVE lock only
 # in its own short transaction first, R6), and only other passes, compaction and audit wait for its lock. Its cost
 # is rewriting rollup rows that every chunk touches again, so a chunk is larger there, still bounded: a crash redoes
 # at most one chunk, and its largest statement (the day x blog x reader-country delta) stays well under the
 # default statement_timeout (30 s).
-SQLITE_CHUNK = 500_000
+SQLITE_CHUNK = 1_000_000
 PG_CHUNK = 5_000_000
-# SQLite: how long a pass leaves the write lock free between two chunks (longer than the busy handler's 100 ms poll).
-SQLITE_WRITER_GAP_S = 0.11
 
 
 def chunk_size(db: Database, settings: Settings) -> int:
@@ -57,6 +57,7 @@ class PassResult:
     target: int = 0
     skipped: str | None = None
     seconds: float = 0.0
+    longest_lock_s: float = 0.0  # the longest a chunk held the pass lock (on SQLite, the write lock writers wait for)
 
     @property
     def caught_up(self) -> bool:
@@ -83,6 +84,14 @@ def _zone_check(conn: Connection, state: store.State, settings: Settings) -> Non
         f"the rollups were built in time zone {state.timezone!r} but ANALYTICS_TIMEZONE is {settings.timezone!r}: "
         "run `analytics-gql rollup --rebuild` to recompute them in the new zone (or restore the old setting)"
     )
+
+
+@contextmanager
+def _begin_locked(conn: Connection, db: Database, *, wait: bool) -> Iterator[bool]:
+    """A write transaction on `conn` holding the pass lock; False when `wait` is False and another pass holds it."""
+    conn.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE makes us the single writer
+    with conn.begin():
+        yield db.sqlite or store.pg_pass_lock(conn, wait=wait)
 
 
 @contextmanager
@@ -117,43 +126,69 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             log.info(result.summary())
             return result
     while True:
-        chunk_t0 = time.monotonic()
-        with _locked(db, wait=wait) as maybe:
-            if maybe is None:
-                result.skipped = "another pass is running"
-                break
-            conn = maybe
-            state = store.ensure_state(conn, settings.timezone)
-            _zone_check(conn, state, settings)
-            if target is None:
-                # SQLite: we hold the single writer lock, so every id up to max(id) is committed and final.
-                target = store.max_event_id(conn)
-            result.target = target
-            low = state.watermark
-            high = min(target, low + chunk)
-            if high > low:
-                if not db.sqlite:
-                    store.pg_tune_pass(conn)
-                if progress is not None and result.chunks == 0:
-                    _progress_total(progress, target - low)
-                result.events += store.fold(conn, zone, low, high)
-                store.advance_watermark(conn, high)
-                result.chunks += 1
-            result.watermark = max(high, low)
-            if result.watermark >= target:
-                # Everything committed before `started` is now folded: that instant is the public watermark.
-                result.seconds = time.monotonic() - t0
-                store.record_run(conn, started_at=started, events=result.events, ms=int(result.seconds * 1000))
+        with db.engine.connect() as conn:
+            prepared: tuple[int, int, int] | None = None  # (low, high, events) computed before the lock
+            try:
+                if db.sqlite:
+                    # SQLite has one writer: holding its lock while reading and grouping raw events made ingest wait
+                    # for the whole chunk. The deltas only read committed raw rows, which never change, so they are
+                    # computed first in a read transaction (WAL: writers go on), into this connection's temp
+                    # tables; the lock is then held only to add them and move the watermark, if the watermark is
+                    # still where the deltas start (else another pass got there first: recompute under the lock).
+                    with conn.begin():
+                        state = store.read_state(conn)
+                        low = state.watermark if state else 0
+                        if target is None:
+                            # Safe outside the lock: the single writer draws ids above every committed one.
+                            target = store.max_event_id(conn)
+                        high = min(target, low + chunk)
+                        if high > low and (state is None or state.timezone == settings.timezone):
+                            prepared = (low, high, store.fold_prepare(conn, zone, low, high))
+                with _begin_locked(conn, db, wait=wait) as locked:
+                    if not locked:
+                        result.skipped = "another pass is running"
+                        break
+                    lock_t0 = time.monotonic()
+                    state = store.ensure_state(conn, settings.timezone)
+                    _zone_check(conn, state, settings)
+                    if target is None:
+                        # We hold the pass lock and PostgreSQL's target came from pg_safe_high; SQLite set it above.
+                        target = store.max_event_id(conn)
+                    result.target = target
+                    low = state.watermark
+                    high = min(target, low + chunk)
+                    if high > low:
+                        if not db.sqlite:
+                            store.pg_tune_pass(conn)
+                        if progress is not None and result.chunks == 0:
+                            _progress_total(progress, target - low)
+                        if prepared is not None and prepared[:2] == (low, high):
+                            events = prepared[2]
+                        else:
+                            events = store.fold_prepare(conn, zone, low, high)
+                        if events:
+                            store.fold_apply(conn)
+                        result.events += events
+                        store.advance_watermark(conn, high)
+                        result.chunks += 1
+                    elif prepared is not None:
+                        store.drop_deltas(conn)
+                    prepared = None
+                    result.watermark = max(high, low)
+                    if result.watermark >= target:
+                        # Everything committed before `started` is now folded: that instant is the public watermark.
+                        result.seconds = time.monotonic() - t0
+                        store.record_run(conn, started_at=started, events=result.events,
+                                         ms=int(result.seconds * 1000))
+                    result.longest_lock_s = max(result.longest_lock_s, time.monotonic() - lock_t0)
+            finally:
+                if prepared is not None and db.sqlite:  # the deltas were not used: free them (best effort)
+                    with contextlib.suppress(Exception), conn.begin():
+                        store.drop_deltas(conn)
         if progress is not None and high > low:
             _progress_update(progress, high - low)
         if result.watermark >= target:
             break
-        if db.sqlite:
-            # Let waiting writers in between chunks: SQLite's lock is not fair, a writer in its busy handler polls
-            # every 100 ms at most, and without this gap it missed the window between chunks and waited for the
-            # whole catch-up instead of one chunk (docs/BENCHMARKS.md, "Rollup pass cost").
-            # At most 5% of the chunk's own time, so tiny chunks (tests) do not turn into sleeps.
-            time.sleep(min(SQLITE_WRITER_GAP_S, 0.05 * (time.monotonic() - chunk_t0)))
     result.seconds = time.monotonic() - t0
     # A scheduled pass with nothing to fold is routine: keep it out of the INFO log (one line every interval).
     log.log(logging.INFO if result.events or result.skipped else logging.DEBUG, result.summary())
@@ -196,6 +231,7 @@ def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, 
             total.events += r.events
             total.chunks += r.chunks
             total.watermark, total.target = r.watermark, r.target
+            total.longest_lock_s = max(total.longest_lock_s, r.longest_lock_s)
             if r.caught_up:
                 break
             if time.monotonic() - t0 >= patience_s:

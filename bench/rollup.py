@@ -163,6 +163,8 @@ def run(kind: str, n: int, chunk: int | None, incremental: int) -> None:
         print(f"{kind:10} {n:>10,} events  load {load_s:6.1f} s | bare GROUP BY {base:6.2f} s | "
               f"pass ({len(rollup_tables)} tables, 5 grains, chunk {size:,}) {fold_s:6.2f} s = "
               f"{n / fold_s:>9,.0f} events/s, ratio {fold_s / base:4.2f}x")
+        print(f"           {r.chunks} chunk(s); the longest held the pass lock {r.longest_lock_s:.2f} s"
+              + (" (SQLite: how long a writer waited at most)" if db.sqlite else ""))
         with db.read() as conn:
             counts = {t.name: conn.execute(select(func.count()).select_from(t)).scalar() or 0
                       for t in rollup_tables.values()}

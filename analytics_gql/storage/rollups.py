@@ -330,12 +330,25 @@ def raw_deltas(zone: ZoneInfo, lo_us: int, hi_us: int) -> dict[str, str]:
     }
 
 
+DELTAS = ("rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
+
+
 def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
-    """Add raw events with low < id <= high into every rollup table; return how many events that was.
+    """Add raw events with low < id <= high into every rollup table; return how many events that was."""
+    count = fold_prepare(conn, zone, low, high)
+    if count:
+        fold_apply(conn)
+    return count
+
+
+def fold_prepare(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
+    """Compute the deltas of raw events with low < id <= high into this connection's temp tables (DELTAS); return
+    how many events that was (0: nothing to add, no temp tables left).
 
     The raw rows are scanned twice, into two small deltas: (UTC hour, local day, reader country), which feeds
     every blog-less shape, and (local day, blog, reader country), which feeds the blog shapes; coarser deltas are
-    derived from those. Each table gets one set-based statement adding its delta.
+    derived from those. Reads only raw rows, which never change once committed (compaction deletes only rows at or
+    below the watermark, and `low` is one), so on SQLite this runs before the write lock is taken (rollup.refresh).
     """
     span = conn.execute(
         select(func.min(view_events.c.viewed_at), func.max(view_events.c.viewed_at), func.count())
@@ -361,6 +374,12 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     # Month x blog x country once: the month and year tables of every blog shape read it, not the day delta.
     _temp(conn, "rollup_mbc", "SELECT c.month AS month, d.blog_id, d.viewer_country, sum(d.views) AS views "
                               f"FROM rollup_dbc d{_DAYS} GROUP BY 1, 2, 3")
+    return count
+
+
+def fold_apply(conn: Connection) -> None:
+    """Add the deltas fold_prepare left in this connection's temp tables into every rollup table (each table one
+    set-based statement), then drop them. The caller holds the pass lock, in the transaction of the watermark move."""
     for (grain, shape), table in rollup_tables.items():
         keys = SHAPE_KEYS[shape]
         if grain is Grain.HOUR and "blog_id" in keys:
@@ -370,8 +389,13 @@ def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
         group = ", ".join(str(i) for i in range(1, len(keys) + 2))
         _add(conn, table, keys, f"SELECT {bucket} AS bucket{cols}, sum(d.views) AS views "
                                 f"FROM {source} d{join} GROUP BY {group}")
-    _drop_temps(conn, "rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
-    return count
+    drop_deltas(conn)
+
+
+def drop_deltas(conn: Connection) -> None:
+    """Drop the delta temp tables (SQLite keeps temp tables for the connection's life; PostgreSQL drops them at
+    commit)."""
+    _drop_temps(conn, *DELTAS)
 
 
 def truncate_rollups(conn: Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,13 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path, command: list[st
     db = Database(Settings(database_url=url))
     head = schema.head_revision(db)
     db.dispose()
+    # No file at the path (a typo, or migrate never ran): refused, and no empty file is left behind.
+    done = run(tmp_path, *command, database_url=url)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"error: no database at {tmp_path / 'fresh.db'}: run `analytics-gql migrate` first (it creates it), "
+               "or check ANALYTICS_DATABASE_URL\n")
+    assert not (tmp_path / "fresh.db").exists()
+    sqlite3.connect(tmp_path / "fresh.db").close()  # an empty database file
     done = run(tmp_path, *command, database_url=url)
     assert (done.returncode, done.stdout, done.stderr) == (
         2, "", f"error: the database is not migrated (at revision None, head is {head}): "

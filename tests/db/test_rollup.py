@@ -580,16 +580,16 @@ def test_status_numbers_are_exact(db: Database, monkeypatch: pytest.MonkeyPatch)
     d, s = with_settings(db, timezone=zone, rollup_chunk=50, retention="raw=100d")
     try:
         add_events(d, events)
-        real_fold = store.fold
+        real_apply = store.fold_apply
         calls: list[int] = []
 
-        def fold_then_fail(conn: object, zone: ZoneInfo, low: int, high: int) -> int:
-            calls.append(low)
+        def apply_then_fail(conn: object) -> None:
+            calls.append(1)
             if len(calls) == 2:
                 raise RuntimeError("injected fault in the second chunk")
-            return real_fold(conn, zone, low, high)  # type: ignore[arg-type]
+            real_apply(conn)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(store, "fold", fold_then_fail)
+        monkeypatch.setattr(store, "fold_apply", apply_then_fail)
         with pytest.raises(RuntimeError, match="injected"):
             rollup.refresh(d, s)
         monkeypatch.undo()
@@ -701,3 +701,93 @@ def test_audit_ignores_events_not_yet_folded(db: Database) -> None:
     assert_exact(db, "UTC")
     with db.read() as conn:
         assert sum(stored(conn)[(Grain.YEAR, Shape.TOTAL)].values()) == 280
+
+
+def _sqlite(tmp_path: object, **kw: object) -> tuple[Database, Settings]:
+    from analytics_gql.storage import schema
+
+    s = Settings(database_url=f"sqlite:///{tmp_path}/two-phase.db", **kw)
+    d = Database(s)
+    schema.upgrade(d)
+    return d, s
+
+
+def test_sqlite_writers_go_on_while_a_pass_computes_its_deltas(tmp_path: object) -> None:
+    """SQLite: the deltas are computed outside the write lock, so a writer with a 0.2 s busy timeout gets in while
+    the pass reads and groups; its event is folded by the next pass, exactly once."""
+    import sqlite3
+
+    d, s = _sqlite(tmp_path)
+    add_events(d, [(1 + i % 3, "US", LO + i * HOUR_US) for i in range(40)])
+    real_prepare = store.fold_prepare
+    wrote: list[float] = []
+
+    def prepare_then_write(conn: object, zone: ZoneInfo, low: int, high: int) -> int:
+        n = real_prepare(conn, zone, low, high)  # type: ignore[arg-type]
+        if not wrote:
+            other = sqlite3.connect(f"{tmp_path}/two-phase.db", timeout=0.2, isolation_level=None)
+            t0 = time.monotonic()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO view_events (blog_id, viewer_country, viewed_at) VALUES (2, 'IN', ?)", (LO,))
+            other.execute("COMMIT")
+            wrote.append(time.monotonic() - t0)
+            other.close()
+        return n
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "fold_prepare", prepare_then_write)
+            r = rollup.refresh(d, s)
+        assert wrote and wrote[0] < 0.2
+        # The pass had read its target (40) before the write: the new event waits for the next pass.
+        assert (r.events, r.watermark, r.caught_up) == (40, 40, True)
+        assert rollup.status(d, s).pending_events == 1
+        assert rollup.refresh(d, s).events == 1
+        assert_exact(d, "UTC")
+    finally:
+        d.dispose()
+
+
+@pytest.mark.parametrize("other_catches_up", [False, True])
+def test_sqlite_pass_that_lost_the_race_recomputes_under_the_lock(tmp_path: object, other_catches_up: bool) -> None:
+    """SQLite: another pass moves the watermark between this pass's deltas and its lock. The deltas are thrown
+    away (never added: nothing twice) and the chunk is recomputed from the new watermark under the lock."""
+    d, s = _sqlite(tmp_path, rollup_chunk=50)
+    add_events(d, [(1 + i % 3, "US" if i % 2 else None, LO + i * HOUR_US) for i in range(120)])
+    real_prepare = store.fold_prepare
+    real_drop = store.drop_deltas
+    prepared: list[tuple[int, int]] = []
+    dropped: list[int] = []
+
+    def prepare_then_race(conn: object, zone: ZoneInfo, low: int, high: int) -> int:
+        n = real_prepare(conn, zone, low, high)  # type: ignore[arg-type]
+        prepared.append((low, high))
+        if len(prepared) == 1:  # another pass folds meanwhile, under the lock, from another connection
+            with d.write() as other:
+                top = 120 if other_catches_up else 50
+                store.ensure_state(other, "UTC")
+                real_prepare(other, zone, 0, top)
+                store.fold_apply(other)
+                store.advance_watermark(other, top)
+        return n
+
+    def drop(conn: object) -> None:
+        dropped.append(1)
+        real_drop(conn)  # type: ignore[arg-type]
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "fold_prepare", prepare_then_race)
+            mp.setattr(store, "drop_deltas", drop)
+            r = rollup.refresh(d, s)
+        if other_catches_up:
+            # Nothing left to fold: the unused deltas of (0, 50] are dropped, nothing is added.
+            assert (r.events, r.chunks, r.watermark) == (0, 0, 120) and dropped
+            assert prepared == [(0, 50)]
+        else:
+            # (0, 50] prepared outside the lock went unused; (50, 100] was recomputed under it, then (100, 120].
+            assert (r.events, r.watermark) == (70, 120)
+            assert prepared[:2] == [(0, 50), (50, 100)]
+        assert_exact(d, "UTC")
+    finally:
+        d.dispose()

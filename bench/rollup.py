@@ -31,16 +31,16 @@ COUNTRIES = ["US", "IN", "GB", "DE", "BR", "FR", "JP", "KE", "NG", "CA", "AU", "
 ZONE = "America/New_York"  # DST: exercises the per-segment offset CASE
 
 
-def synthetic(n: int, seed: int, now_us: int) -> Iterator[tuple[int, str | None, int]]:
-    """Skewed blog popularity (log-uniform over 2,000 blogs), daily/weekly seasonality, 365 days back."""
+def synthetic(n: int, seed: int, now_us: int, days: int = 365) -> Iterator[tuple[int, str | None, int]]:
+    """Skewed blog popularity (log-uniform over 2,000 blogs), daily/weekly seasonality, `days` days back."""
     r = random.Random(seed)
     weights = [1.0 + 0.6 * math.sin(2 * math.pi * (h - 9) / 24) for h in range(24)]
     hours = r.choices(range(24), weights=weights, k=4096)
     for i in range(n):
         blog = int(2000 ** r.random())
-        day = int(365 * r.random() ** 1.3)  # more recent days see more views
+        day = int(days * r.random() ** 1.3)  # more recent days see more views
         if (now_us // DAY_US - day) % 7 in (2, 3) and r.random() < 0.3:  # quieter weekends
-            day = (day + 2) % 365
+            day = (day + 2) % days
         at = now_us - day * DAY_US - hours[i & 4095] * HOUR_US - r.randrange(HOUR_US)
         yield blog, r.choice(COUNTRIES), at
 
@@ -55,13 +55,13 @@ def recent(n: int, seed: int, now_us: int, seconds: int = 30) -> Iterator[tuple[
         yield int(2000 ** r.random()), r.choice(COUNTRIES), now_us - r.randrange(seconds * 1_000_000)
 
 
-def load(db: Database, n: int, seed: int, *, fresh: bool = False) -> float:
+def load(db: Database, n: int, seed: int, *, fresh: bool = False, days: int = 365) -> float:
     """Insert n events (COPY on PostgreSQL, executemany on SQLite); seconds taken.
 
-    fresh: the events are from the last 30 seconds (steady-state arrivals), else spread over 365 days.
+    fresh: the events are from the last 30 seconds (steady-state arrivals), else spread over `days` days.
     """
     t0 = time.perf_counter()
-    rows = recent(n, seed, NOW + 1_000_000) if fresh else synthetic(n, seed, NOW)
+    rows = recent(n, seed, NOW + 1_000_000) if fresh else synthetic(n, seed, NOW, days)
     if db.sqlite:
         with db.write() as conn:
             raw = conn.connection.driver_connection
@@ -149,12 +149,12 @@ def write_floor(db: Database) -> float:
     return elapsed
 
 
-def run(kind: str, n: int, chunk: int | None, incremental: int) -> None:
+def run(kind: str, n: int, chunk: int | None, incremental: int, days: int) -> None:
     prefix = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench")  # helpers sharing a server use their own
     with throwaway_database(kind, prefix=prefix, timezone=ZONE) as db:
         s = db.settings.model_copy(update={"rollup_chunk": chunk})
         size = rollup.chunk_size(db, s)
-        load_s = load(db, n, seed=n)
+        load_s = load(db, n, seed=n, days=days)
         base = bare_group_by(db)
         t0 = time.perf_counter()
         r = rollup.catch_up(db, s, progress=False, quiet=True)
@@ -201,12 +201,15 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=Settings().rollup_chunk,
                    help="raw ids per pass transaction (default: ANALYTICS_ROLLUP_CHUNK, else per database)")
     p.add_argument("--incremental", type=int, default=50_000, help="then fold this many new events (P2)")
+    p.add_argument("--days", type=int, default=365,
+                   help="the N events' viewed_at spread over this many days back (default 365: a year of history "
+                        "loaded at once; 1: a backlog of recent events, e.g. after the scheduler stopped)")
     a = p.parse_args()
     kinds = ["sqlite", "postgresql"] if a.db == "both" else [a.db]
-    print(f"zone {ZONE}; target: pass <= 3x the bare GROUP BY")
+    print(f"zone {ZONE}; events over {a.days} day(s); target: pass <= 3x the bare GROUP BY")
     for n in a.events:
         for kind in kinds:
-            run(kind, n, a.chunk, a.incremental)
+            run(kind, n, a.chunk, a.incremental, a.days)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,21 @@ def _check_url(settings: Settings) -> None:
                         "(use sqlite:///PATH or postgresql+psycopg://...)") from None
 
 
+def _check_sqlite_file(settings: Settings) -> None:
+    """On SQLite, refuse a path with no file: connecting would create an empty one (a mistyped path then leaves
+    litter behind and serves nothing); only `migrate` and `demo` create the database."""
+    from sqlalchemy.engine import make_url
+
+    from analytics_gql.errors import UserError
+    from analytics_gql.storage.engine import normalise_url
+
+    url = make_url(normalise_url(settings.database_url))
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
+        raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
+                        "or check ANALYTICS_DATABASE_URL")
+
+
 def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untyped-def]
     """The Database, checked before any work: the URL parses, a connection opens and (`migrated`) the schema is
     at head; each failure is one `error:` line instead of a traceback from deep inside the command."""
@@ -39,13 +54,9 @@ def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untype
     from analytics_gql.storage.engine import Database
 
     _check_url(settings)
+    if migrated:
+        _check_sqlite_file(settings)
     db = Database(settings)
-    path = db.engine.url.database if db.sqlite else None
-    if migrated and path and path != ":memory:" and not os.path.exists(path):
-        # Connecting would create an empty file (a mistyped path then leaves litter behind); only migrate may.
-        db.dispose()
-        raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
-                        "or check ANALYTICS_DATABASE_URL")
     try:
         with db.engine.connect() as conn:
             current = schema.current_revision(conn)
@@ -138,6 +149,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve GraphQL (and, on the embedded default, the scheduler and an in-process worker)."""
     _check_url(settings)
+    _check_sqlite_file(settings)
     from analytics_gql.api import server
 
     server.run(settings, host=args.host, port=args.port)

@@ -128,6 +128,7 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
     while True:
         with db.engine.connect() as conn:
             prepared: tuple[int, int, int] | None = None  # (low, high, events) computed before the lock
+            deltas = False  # SQLite: temp delta tables may be on this connection (they outlive transactions there)
             try:
                 if db.sqlite:
                     # SQLite has one writer: holding its lock while reading and grouping raw events made ingest wait
@@ -143,6 +144,7 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
                             target = store.max_event_id(conn)
                         high = min(target, low + chunk)
                         if high > low and (state is None or state.timezone == settings.timezone):
+                            deltas = True
                             prepared = (low, high, store.fold_prepare(conn, zone, low, high))
                 with _begin_locked(conn, db, wait=wait) as locked:
                     if not locked:
@@ -165,15 +167,15 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
                         if prepared is not None and prepared[:2] == (low, high):
                             events = prepared[2]
                         else:
+                            deltas = db.sqlite
                             events = store.fold_prepare(conn, zone, low, high)
                         if events:
                             store.fold_apply(conn)
                         result.events += events
                         store.advance_watermark(conn, high)
                         result.chunks += 1
-                    elif prepared is not None:
+                    elif deltas:
                         store.drop_deltas(conn)
-                    prepared = None
                     result.watermark = max(high, low)
                     if result.watermark >= target:
                         # Everything committed before `started` is now folded: that instant is the public watermark.
@@ -181,8 +183,10 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
                         store.record_run(conn, started_at=started, events=result.events,
                                          ms=int(result.seconds * 1000))
                     result.longest_lock_s = max(result.longest_lock_s, time.monotonic() - lock_t0)
+                deltas = False  # committed: the deltas were added and dropped (a rollback would have restored them)
             finally:
-                if prepared is not None and db.sqlite:  # the deltas were not used: free them (best effort)
+                if deltas:  # a failure, or deltas never used: free them (best effort; the next prepare replaces them)
+                    conn.execution_options(write=False)  # temp tables only: no need to wait for the write lock
                     with contextlib.suppress(Exception), conn.begin():
                         store.drop_deltas(conn)
         if progress is not None and high > low:

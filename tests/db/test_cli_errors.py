@@ -140,3 +140,13 @@ def test_commands_refuse_a_database_one_revision_behind(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (
         2, "", f"error: the database is not migrated (at revision {behind}, head is {head}): "
                "run `analytics-gql migrate` first\n")
+
+
+def test_serve_refuses_a_sqlite_path_with_no_file(tmp_path: Path) -> None:
+    """A mistyped path must not start a server on a new, empty database file (which it would then leave behind)."""
+    missing = tmp_path / "typo" / "analytics.db"
+    done = run(tmp_path, "serve", "--port", "0", database_url=f"sqlite:///{missing}")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", f"error: no database at {missing}: run `analytics-gql migrate` first (it creates it), "
+               "or check ANALYTICS_DATABASE_URL\n")
+    assert not missing.exists() and not missing.parent.exists()

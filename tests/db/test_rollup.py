@@ -791,3 +791,32 @@ def test_sqlite_pass_that_lost_the_race_recomputes_under_the_lock(tmp_path: obje
         assert_exact(d, "UTC")
     finally:
         d.dispose()
+
+
+def test_sqlite_a_failed_chunk_leaves_no_delta_tables_on_pooled_connections(tmp_path: object) -> None:
+    """SQLite temp tables outlive transactions: a chunk that fails after its deltas were computed (outside the lock)
+    and after they were added (the drop rolled back with the rest) must not leave them on a pooled connection."""
+    d, s = _sqlite(tmp_path)
+    add_events(d, [(1, "US", LO + i * HOUR_US) for i in range(30)])
+
+    def boom(conn: object, high: int) -> None:
+        raise RuntimeError("injected fault before the watermark move")
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "advance_watermark", boom)
+            with pytest.raises(RuntimeError, match="injected"):
+                rollup.refresh(d, s)
+        pool = d.engine.pool
+        conns = [d.engine.connect() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
+        try:
+            for c in conns:
+                names = c.exec_driver_sql("SELECT name FROM sqlite_temp_master WHERE type = 'table'").fetchall()
+                assert names == []
+        finally:
+            for c in conns:
+                c.close()
+        assert rollup.refresh(d, s).events == 30
+        assert_exact(d, "UTC")
+    finally:
+        d.dispose()

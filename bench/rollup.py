@@ -188,9 +188,10 @@ def run(kind: str, n: int, chunk: int | None, incremental: int, days: int) -> No
             for fresh, what in ((True, "from the last 30 s (steady state)"), (False, "spread over 365 days (late)")):
                 load(db, incremental, seed=n + 1 + fresh, fresh=fresh)
                 t0 = time.perf_counter()
-                rollup.catch_up(db, s, progress=False, quiet=True)
+                ri = rollup.catch_up(db, s, progress=False, quiet=True)
                 inc = time.perf_counter() - t0
-                print(f"           incremental pass of {incremental:,} new events {what}: {inc:.2f} s "
+                print(f"           incremental pass of {incremental:,} new events {what}: {inc:.2f} s, "
+                      f"lock held {ri.longest_lock_s:.2f} s "
                       f"(P2 target {target} s)")
 
 

@@ -70,6 +70,14 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_conn.set_progress_handler(lambda: deadline[0] != 0.0 and time.monotonic() > deadline[0],
                                         SQLITE_PROGRESS_STEPS)
 
+    @event.listens_for(engine, "checkin")
+    def _no_deadline(_dbapi_conn: Any, record: Any) -> None:
+        # A read's deadline must not outlive its checkout: the next user may run driver-level statements (bulk
+        # import PRAGMAs) before any statement of its own resets it.
+        deadline = record.info.get("sqlite_deadline") if record is not None else None
+        if deadline is not None:
+            deadline[0] = 0.0
+
     @event.listens_for(engine, "before_cursor_execute")
     def _deadline(conn: Connection, _cursor: Any, _stmt: str, _params: Any, _context: Any, _many: bool) -> None:
         deadline = conn.info.get("sqlite_deadline")

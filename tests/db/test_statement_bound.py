@@ -62,3 +62,19 @@ def test_sqlite_writes_are_not_bounded(tmp_path: Path) -> None:
             assert conn.execute(text(SHORTER)).scalar() == 300_000
     finally:
         database.dispose()
+
+
+def test_sqlite_a_read_deadline_does_not_outlive_its_checkout(tmp_path: Path) -> None:
+    """Driver-level statements on a pooled connection (bulk import PRAGMAs run before any statement of their own)
+    must not inherit the deadline of the read that used the connection last."""
+    database = Database(Settings(database_url=f"sqlite:///{tmp_path / 'd.db'}", statement_timeout_ms=1))
+    try:
+        with database.read() as conn:
+            conn.execute(text("SELECT 1")).scalar()
+        time.sleep(0.01)  # that read's deadline has passed
+        with database.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            assert raw.execute(SHORTER).fetchone()[0] == 300_000
+    finally:
+        database.dispose()

@@ -78,3 +78,22 @@ def test_sqlite_a_read_deadline_does_not_outlive_its_checkout(tmp_path: Path) ->
             assert raw.execute(SHORTER).fetchone()[0] == 300_000
     finally:
         database.dispose()
+
+
+def test_sqlite_the_progress_handler_runs_for_bounded_reads_only(tmp_path: Path) -> None:
+    """Each progress-handler call takes the GIL: statements without a bound (passes, imports) run without it."""
+    database = Database(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}"))
+    try:
+        with database.engine.connect() as conn:
+            calls: list[int] = []
+            deadline = conn.info["sqlite_deadline"]
+            deadline[1] = lambda: calls.append(1)  # never interrupts (returns None)
+            conn.execution_options(sqlite_statement_ms=60_000)
+            assert conn.execute(text(SHORTER)).scalar() == 300_000
+            bounded = len(calls)
+            assert bounded > 0
+            conn.execution_options(sqlite_statement_ms=0)
+            assert conn.execute(text(SHORTER)).scalar() == 300_000
+            assert len(calls) == bounded
+    finally:
+        database.dispose()

@@ -22,10 +22,19 @@ def _check_url(settings: Settings) -> None:
     from analytics_gql.errors import UserError
     from analytics_gql.storage.engine import normalise_url
 
+    unsupported = UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
+                            "(use sqlite:///PATH or postgresql+psycopg://...)")
     try:
-        make_url(normalise_url(settings.database_url)).get_dialect()
+        url = make_url(normalise_url(settings.database_url))
+        dialect = url.get_dialect()
     except ArgumentError:
-        raise UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
+        raise unsupported from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise unsupported
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise UserError(f"ANALYTICS_DATABASE_URL: the driver {url.get_driver_name()!r} is not installed "
                         "(use sqlite:///PATH or postgresql+psycopg://...)") from None
 
 

@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     def _zone(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        # OSError: a name that is a directory of the zone database ('Europe'); TypeError: a name it cannot use.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError) as e:
             raise ValueError(f"unknown IANA time zone {v!r}") from e
         return v
 

@@ -55,23 +55,27 @@ class Query:
                                   "given. Ordered by periodStart, views descending, key.")
     async def blog_views(self, info: Info, group_by: Dimension, granularity: Granularity | None = None,
                          range: TimeRange | None = None, filter: ViewFilter | None = None,
-                         time_zone: str | None = None, first: int = 100, after: str | None = None) -> BlogViewsResult:
+                         time_zone: str | None = None, first: int | None = 100,
+                         after: str | None = None) -> BlogViewsResult:
         ctx = info.context
         q = Q.BlogViewsQuery(
             group_by=Q.Dimension(group_by.value), range=range_to_domain(range, time_zone, ctx.settings.timezone),
             granularity=granularity_to_domain(granularity) if granularity is not None else None,
-            filter=filter_to_domain(filter), first=Q.check_between(first, 1, Q.MAX_PAGE, "first"))
+            filter=filter_to_domain(filter),
+            # CONTRACT 3: `first: Int = 100`, so an explicit null means the default.
+            first=Q.check_between(100 if first is None else first, 1, Q.MAX_PAGE, "first"))
         query = q.identity()
         page = await ctx.read(reports.blog_views, resume(q, after), quick=True)
         return BlogViewsResult.from_domain(page, query)
 
     @strawberry.field(description="The top `limit` groups by views (ties broken by key).")
     async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,
-                  filter: ViewFilter | None = None, time_zone: str | None = None, limit: int = 10) -> TopResult:
+                  filter: ViewFilter | None = None, time_zone: str | None = None, limit: int | None = 10) -> TopResult:
         ctx = info.context
         q = Q.TopQuery(dimension=Q.Dimension(dimension.value),
                        range=range_to_domain(range, time_zone, ctx.settings.timezone),
-                       filter=filter_to_domain(filter), limit=Q.check_between(limit, 1, Q.MAX_LIMIT, "limit"))
+                       filter=filter_to_domain(filter),  # CONTRACT 3: `limit: Int = 10`; null means the default
+                       limit=Q.check_between(10 if limit is None else limit, 1, Q.MAX_LIMIT, "limit"))
         return TopResult.from_domain(await ctx.read(reports.top, q, quick=True))
 
     @strawberry.field(description="A dense series: every period meeting the range, with blogs created and "

@@ -163,6 +163,22 @@ def test_start_not_before_end(client: TestClient) -> None:
             bad_input(client, query, variables, "range.start", "range.end")
 
 
+def test_explicit_null_first_and_limit_mean_the_defaults(client: TestClient) -> None:
+    """CONTRACT 3 declares `first: Int = 100` and `limit: Int = 10` (nullable): null is the default, not an error."""
+    bv = """query($first: Int) { blogViews(groupBy: BLOG, granularity: DAY, timeZone: "UTC",
+      range: {start: "2024-01-01", end: "2024-02-01"}, first: $first) {
+        totalCount nodes { key periodStart views } } }"""
+    omitted = ok(client, bv.replace(", first: $first", "").replace("query($first: Int) ", ""), {})["blogViews"]
+    assert omitted["totalCount"] == 16 and len(omitted["nodes"]) == 16  # one blog a day, 16 days: under 100
+    assert ok(client, bv, {"first": None})["blogViews"] == omitted
+    assert len(ok(client, bv, {"first": 10})["blogViews"]["nodes"]) == 10
+    top = """{ top(dimension: BLOG, timeZone: "UTC", range: {start: "2024-01-01", end: "2024-02-01"}, limit: null) {
+      nodes { key views } totalViews otherViews } }"""
+    result = ok(client, top, {})["top"]
+    assert result == ok(client, top.replace(", limit: null", ""), {})["top"]
+    assert (len(result["nodes"]), result["totalViews"], result["otherViews"]) == (3, TOTAL, 0)
+
+
 def test_limit_and_first_out_of_range(client: TestClient) -> None:
     for n in [0, 1001, 2**31 - 1, -1, -(2**31)]:
         bad_input(client, TOP, top_vars(l=n), "limit", "1000")

@@ -33,6 +33,12 @@ def run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
                                        "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
     ({"database_url": "not a url"}, "error: ANALYTICS_DATABASE_URL: not a supported database URL "
                                     "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
+    ({"database_url": "mysql://u@127.0.0.1/db"}, "error: ANALYTICS_DATABASE_URL: not a supported database URL "
+                                                 "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
+    ({"database_url": "postgresql+asyncpg://u@127.0.0.1/db"},
+     "error: ANALYTICS_DATABASE_URL: the driver 'asyncpg' is not installed "
+     "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
+    ({"timezone": "Europe"}, "error: ANALYTICS_TIMEZONE: unknown IANA time zone 'Europe'\n"),
 ])
 def test_bad_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
     done = run(tmp_path, "migrate", **env)

@@ -31,8 +31,8 @@ def test_export_schema_command_prints_it(tmp_path: Path) -> None:
 
 def test_the_schema_holds_the_contract_names() -> None:
     text = COMMITTED.read_text(encoding="utf-8")
-    for name in ("blogViews(groupBy: Dimension!", "top(dimension: Dimension!", "limit: Int! = 10",
-                 "performance(granularity: Granularity!, range: TimeRange!", "first: Int! = 100",
+    for name in ("blogViews(groupBy: Dimension!", "top(dimension: Dimension!", "limit: Int = 10",
+                 "performance(granularity: Granularity!, range: TimeRange!", "first: Int = 100",
                  "rollupStatus", "refreshRollups", "upsertAuthors", "upsertBlogs", "recordViews",
                  "VIEWER_COUNTRY", "AUTO", "otherViews", "blogsCreated", "periodLabel", "endCursor"):
         assert name in text, name

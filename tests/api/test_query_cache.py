@@ -411,7 +411,11 @@ def test_ranges_ending_now_reuse_the_cached_part_and_stay_exact(db: Database) ->
         w.blogs(O.Blog("b4", "Four", "a2", "KE", now - 10 * MINUTE), O.Blog("b5", "Five", "a1", None, now - O.DAY))
         w.views(views_at("b1", "US", now - 50 * MINUTE, 8, 6 * MINUTE + 7)  # the last 50 minutes
                 + views_at("b2", "KE", now - O.DAY - 40 * MINUTE, 5, 7 * MINUTE)  # before yesterday's "now"
-                + views_at("b3", None, now - O.DAY + 5 * MINUTE, 4, 9 * MINUTE))  # after it: not in growth's window
+                + views_at("b3", None, now - O.DAY + 5 * MINUTE, 4, 9 * MINUTE)  # after it: not in growth's window
+                # Whatever the time of day: one view in the current UTC hour (so in the current day) and one in
+                # yesterday's window up to the same time of day (growth's previous window), 30 s before those ends.
+                + views_at("b1", "US", max(now - MINUTE // 2, now // O.HOUR * O.HOUR), 1, MINUTE)
+                + views_at("b2", "US", max(now - O.DAY - MINUTE // 2, now // O.DAY * O.DAY - O.DAY), 1, MINUTE))
         catch_up(db, settings_for(db), progress=False, quiet=True)
         open_top = {"start": "2025-01-01T00:00:00Z"}
         open_perf = {"start": O.utc(start).isoformat()}

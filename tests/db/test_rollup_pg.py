@@ -142,8 +142,9 @@ def test_long_copy_during_a_pass_never_stalls_ingest(pg: Database) -> None:
     stop.set()
     s.join()
     assert all(r.skipped for r in results)
-    # The lock request waits at most lock_timeout (200 ms); the rest is scheduling noise on a shared 2-core box.
-    assert max(latencies) < 0.45, max(latencies)
+    # The lock request waits at most lock_timeout (200 ms) and then gives up; without it, inserts queued behind the
+    # pass's lock request would wait for the COPY's commit (1.5 s or more). 1 s leaves room for a loaded machine.
+    assert max(latencies) < 1.0, max(latencies)
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:
         assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 1000 + 10_000 + len(latencies)
@@ -237,8 +238,8 @@ def test_a_long_pass_never_stalls_ingest(pg: Database) -> None:
         stop.set()
         s.join()
     assert r.caught_up and r.events >= 300_000
-    assert took > 1.0, took  # long enough for a stall to show
-    assert len(latencies) > 20 and max(latencies) < 0.45, (took, max(latencies))
+    # A stall would last about as long as the pass: inserts waited at most a small part of it (and under 1 s).
+    assert len(latencies) > 20 and max(latencies) < min(1.0, took / 2), (took, max(latencies))
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:
         assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 300_000 + len(latencies)

@@ -98,14 +98,23 @@ def test_runtime_stop_waits_for_a_running_pass(db: Database) -> None:
     """Stopping the runtime mid-backlog leaves exact rollups (the pass in flight commits or rolls back whole)."""
     from rollup_helpers import bulk_events
 
+    from analytics_gql import rollup
+
     bulk_events(db, 30_000)
-    s = Settings(database_url=db.settings.database_url, rollup_interval=1, rollup_chunk=5_000)
+    s = Settings(database_url=db.settings.database_url, rollup_interval=1, rollup_chunk=500)
     rt = runtime.start_embedded(s)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not 0 < rollup.status(db, s).watermark_id < 30_000:  # a pass is in the middle of the backlog
+        assert time.monotonic() < deadline, "no pass started"
+        time.sleep(0.005)
     stopper = threading.Thread(target=rt.stop)
     stopper.start()
     stopper.join(60)
     assert not stopper.is_alive()
+    # stop() returned after the pass in flight ended: nothing folds any more, and every chunk is whole.
+    stopped_at = rollup.status(db, s).watermark_id
+    time.sleep(1.5)  # more than a rollup interval
+    assert rollup.status(db, s).watermark_id == stopped_at > 0
     assert_exact(db, "UTC")
 
 

@@ -113,8 +113,15 @@ def test_a_long_aligned_series_costs_a_few_runs() -> None:
     # Half-hour zone asked, rolled up in UTC: raw edges (each under an hour) around whole UTC hours.
     k = ZoneInfo("Asia/Kolkata")
     kd = [cal.period_at(cal.Granularity.DAY, d.start, k) for d in days[:30]]
-    p = plan([(d.start, d.end) for d in kd], rollup_zone=ZoneInfo("UTC"), watermark=10, horizons=NO_HORIZONS)
-    assert set(p.sources()) <= {"day", "hour", RAW, TAIL}
+    utc = ZoneInfo("UTC")
+    p = plan([(d.start, d.end) for d in kd], rollup_zone=utc, watermark=10, horizons=NO_HORIZONS)
+    assert p.sources() == ["hour", RAW, TAIL]  # a Kolkata day (18:30-18:30 UTC) holds no whole UTC day
+    below = covered(p, utc, ["hour", RAW])
+    for i, d in enumerate(kd):
+        assert_partition(below[i], d.start, d.end)
+        # +5:30: a raw half hour at each end, the 23 whole UTC hours between them from the hour grain.
+        assert [(x1 - x0, s) for x0, x1, s in below[i]] == (
+            [(HOUR_US // 2, RAW)] + [(HOUR_US, "hour")] * 23 + [(HOUR_US // 2, RAW)])
 
 
 @given(windows(), st.sampled_from(ZONES), st.data())

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,61 @@ def test_application_connections_run_without_jit(pg: Database) -> None:
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
     with pg.write() as conn:
         assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+
+
+@contextmanager
+def pass_lock_held(pg: Database) -> Iterator[None]:
+    """Another session holds the pass lock in an open transaction (as a running pass, compaction or audit does)."""
+    with pg.engine.connect() as holder:
+        tx = holder.begin()
+        try:
+            holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": store.PASS_LOCK_KEY})
+            yield
+        finally:
+            tx.rollback()  # ends the transaction, and the transaction-scoped lock with it
+
+
+def test_refresh_skips_while_another_connection_holds_the_pass_lock(pg: Database) -> None:
+    """A job's pass (wait=False) finds the pass lock held by another session's open transaction: it skips with
+    "another pass is running" and moves nothing; once the lock is released the next pass folds everything, exactly."""
+    first = [(1, "US", LO + k * HOUR_US) for k in range(10)]
+    add_events(pg, first)
+    assert rollup.refresh(pg, pg.settings).events == 10
+    second = [(2, None, LO + k * DAY_US + 7) for k in range(25)]
+    add_events(pg, second)
+    with pg.read() as conn:
+        before = stored(conn)
+        wm = store.watermark(conn)
+        top = store.max_event_id(conn)
+    assert wm == top - 25
+    with pass_lock_held(pg):
+        result = rollup.refresh(pg, pg.settings, wait=False)
+        assert (result.skipped, result.events, result.chunks, result.caught_up) == (
+            "another pass is running", 0, 0, False)
+        with pg.read() as conn:
+            assert store.watermark(conn) == wm and stored(conn) == before
+            assert store.status(conn).pending_events == 25
+    result = rollup.refresh(pg, pg.settings, wait=False)
+    assert (result.skipped, result.events, result.chunks, result.watermark) == (None, 25, 1, top)
+    assert_exact(pg, "UTC")
+    with pg.read() as conn:
+        assert store.watermark(conn) == top
+        assert sum(stored(conn)[(store.Grain.YEAR, Shape.TOTAL)].values()) == 35
+
+
+def test_waiting_refresh_queues_behind_the_pass_lock(pg: Database) -> None:
+    """The CLI's pass (wait=True) does not skip: it waits for the lock, then folds everything."""
+    add_events(pg, [(3, "IN", LO + k * HOUR_US) for k in range(12)])
+    done: list[rollup.PassResult] = []
+    waiter = threading.Thread(target=lambda: done.append(rollup.refresh(pg, pg.settings, wait=True)))
+    with pass_lock_held(pg):
+        waiter.start()
+        time.sleep(1.0)
+        alive = waiter.is_alive()
+        with pg.read() as conn:
+            wm = store.watermark(conn)
+    waiter.join(30)
+    assert alive and wm == 0  # it was queued behind the lock, having folded nothing
+    assert not waiter.is_alive()
+    assert [(r.skipped, r.events) for r in done] == [(None, 12)]
+    assert_exact(pg, "UTC")

@@ -124,3 +124,47 @@ def bulk_events(db: Database, n: int, *, base: int = 788_918_400_000_000) -> Non
         else:
             sql = f"INSERT INTO view_events (blog_id, viewer_country, viewed_at) {body} generate_series(1, {int(n)}) i"
         conn.execute(text(sql))
+
+
+def writers_and_passes(db: Database, settings: object, *, writers: int, transactions: int, blogs: int,
+                       lo: int) -> list[int]:
+    """`writers` threads each commit `transactions` transactions of 10 random views (blogs 1..`blogs`, 800 days from
+    `lo`) while 2 threads run rollup.refresh in a loop until the writers are done. Returns the events each pass
+    folded; raises the first error a thread met."""
+    import random
+    import threading
+
+    from analytics_gql import rollup
+
+    errors: list[BaseException] = []
+    writers_done = threading.Event()
+    folded: list[int] = []
+
+    def writer(seed: int) -> None:
+        r = random.Random(seed)
+        try:
+            for _ in range(transactions):
+                add_events(db, [(r.randint(1, blogs), r.choice([None, "US", "IN", "KE"]),
+                                 lo + r.randrange(800 * 86_400_000_000)) for _ in range(10)])
+        except BaseException as e:  # noqa: BLE001 - raised below
+            errors.append(e)
+
+    def passes() -> None:
+        try:
+            while not writers_done.is_set():
+                folded.append(rollup.refresh(db, settings).events)  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    ws = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    ps = [threading.Thread(target=passes) for _ in range(2)]
+    for t in ws + ps:
+        t.start()
+    for t in ws:
+        t.join()
+    writers_done.set()
+    for t in ps:
+        t.join()
+    if errors:
+        raise errors[0]
+    return folded

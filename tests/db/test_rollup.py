@@ -14,7 +14,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from rollup_helpers import Event, add_events, assert_exact, expected, narrow, raw_events, reset, stored
+from rollup_helpers import (
+    Event,
+    add_events,
+    assert_exact,
+    expected,
+    narrow,
+    raw_events,
+    reset,
+    stored,
+    writers_and_passes,
+)
 from sqlalchemy import text, update
 
 from analytics_gql import logs, rollup
@@ -826,9 +836,6 @@ def test_sqlite_concurrent_writers_and_two_phase_passes_are_exact(tmp_path: obje
     """R1 on SQLite with deltas computed outside the write lock: 3 writers in small transactions while 2 threads
     run passes of 300-id chunks, so passes race each other between their two phases; afterwards exact."""
     d, s = _sqlite(tmp_path, rollup_chunk=300)
-    errors: list[BaseException] = []
-    writers_done = threading.Event()
-    folded: list[int] = []
     real_prepare = store.fold_prepare
     prepares: list[int] = []
 
@@ -836,35 +843,11 @@ def test_sqlite_concurrent_writers_and_two_phase_passes_are_exact(tmp_path: obje
         prepares.append(high - low)
         return real_prepare(conn, zone, low, high)  # type: ignore[arg-type]
 
-    def writer(seed: int) -> None:
-        r = random.Random(seed)
-        try:
-            for _ in range(200):  # 200 transactions x 10 views x 3 writers = 6,000
-                add_events(d, [(r.randint(1, 3), r.choice([None, "US", "IN", "KE"]),
-                                LO + r.randrange(800 * DAY_US)) for _ in range(10)])
-        except BaseException as e:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(e)
-
-    def passes() -> None:
-        try:
-            while not writers_done.is_set():
-                folded.append(rollup.refresh(d, s).events)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(store, "fold_prepare", counting_prepare)
-            ws = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
-            ps = [threading.Thread(target=passes) for _ in range(2)]
-            for t in ws + ps:
-                t.start()
-            for t in ws:
-                t.join()
-            writers_done.set()
-            for t in ps:
-                t.join()
-        assert not errors, errors
+            # 200 transactions x 10 views x 3 writers = 6,000
+            folded = writers_and_passes(d, s, writers=3, transactions=200, blogs=3, lo=LO)
         assert sum(1 for n in folded if n) >= 3, "passes must have run while writers were writing"
         rollup.catch_up(d, s, progress=False, quiet=True)
         with d.read() as conn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import pg_server
-from rollup_helpers import add_events, assert_exact, bulk_events, raw_events, stored
+from rollup_helpers import add_events, assert_exact, bulk_events, raw_events, stored, writers_and_passes
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -43,36 +42,8 @@ def pg() -> Iterator[Database]:
 
 def test_concurrent_writers_and_passes_are_exact(pg: Database) -> None:
     """Acceptance 2 / R1 / F4: 4 writers x small transactions (50,000 views) while 2 threads run passes."""
-    errors: list[BaseException] = []
-    writers_done = threading.Event()
-    folded: list[int] = []
-
-    def writer(seed: int) -> None:
-        r = random.Random(seed)
-        try:
-            for _ in range(1250):  # 1250 transactions x 10 views x 4 writers = 50,000
-                add_events(pg, [(r.randint(1, 40), r.choice([None, "US", "IN", "KE"]),
-                                 LO + r.randrange(800 * DAY_US)) for _ in range(10)])
-        except BaseException as e:  # noqa: BLE001 - surfaced by the assertion below
-            errors.append(e)
-
-    def passes() -> None:
-        try:
-            while not writers_done.is_set():
-                folded.append(rollup.refresh(pg, pg.settings).events)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    ws = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
-    ps = [threading.Thread(target=passes) for _ in range(2)]
-    for t in ws + ps:
-        t.start()
-    for t in ws:
-        t.join()
-    writers_done.set()
-    for t in ps:
-        t.join()
-    assert not errors, errors
+    # 1250 transactions x 10 views x 4 writers = 50,000
+    folded = writers_and_passes(pg, pg.settings, writers=4, transactions=1250, blogs=40, lo=LO)
     assert sum(1 for n in folded if n) >= 3, "passes must have run while writers were writing"
     rollup.catch_up(pg, pg.settings, progress=False, quiet=True)
     with pg.read() as conn:

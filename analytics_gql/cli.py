@@ -6,15 +6,19 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from analytics_gql.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 class Unreachable(Exception):
     """The database did not accept a connection (exit status 1: worth retrying, unlike a bad setting)."""
 
 
-def _check_url(settings: Settings) -> None:
+def _check_url(settings: Settings) -> URL:
     """Refuse an ANALYTICS_DATABASE_URL no dialect can use (for commands that must start while it is down)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -36,17 +40,14 @@ def _check_url(settings: Settings) -> None:
     except ImportError:
         raise UserError(f"ANALYTICS_DATABASE_URL: the driver {url.get_driver_name()!r} is not installed "
                         "(use sqlite:///PATH or postgresql+psycopg://...)") from None
+    return url
 
 
-def _check_sqlite_file(settings: Settings) -> None:
+def _check_sqlite_file(url: URL) -> None:
     """On SQLite, refuse a path with no file: connecting would create an empty one (a mistyped path then leaves
     litter behind and serves nothing); only `migrate` and `demo` create the database."""
-    from sqlalchemy.engine import make_url
-
     from analytics_gql.errors import UserError
-    from analytics_gql.storage.engine import normalise_url
 
-    url = make_url(normalise_url(settings.database_url))
     path = url.database if url.get_backend_name() == "sqlite" else None
     if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
         raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
@@ -62,9 +63,9 @@ def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untype
     from analytics_gql.storage import schema
     from analytics_gql.storage.engine import Database
 
-    _check_url(settings)
+    url = _check_url(settings)
     if migrated:
-        _check_sqlite_file(settings)
+        _check_sqlite_file(url)
     db = Database(settings)
     try:
         with db.engine.connect() as conn:
@@ -157,8 +158,7 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve GraphQL (and, on the embedded default, the scheduler and an in-process worker)."""
-    _check_url(settings)
-    _check_sqlite_file(settings)
+    _check_sqlite_file(_check_url(settings))
     from analytics_gql.api import server
 
     server.run(settings, host=args.host, port=args.port)

@@ -88,8 +88,9 @@ def _zone_check(conn: Connection, state: store.State, settings: Settings) -> Non
 
 @contextmanager
 def _begin_locked(conn: Connection, db: Database, *, wait: bool) -> Iterator[bool]:
-    """A write transaction on `conn` holding the pass lock; False when `wait` is False and another pass holds it."""
-    conn.execution_options(write=True)  # SQLite: BEGIN IMMEDIATE makes us the single writer
+    """A write transaction on `conn` holding the pass lock; False when `wait` is False and another pass holds it.
+    SQLite: BEGIN IMMEDIATE makes us the single writer. PostgreSQL: a transaction advisory lock."""
+    conn.execution_options(write=True)
     with conn.begin():
         yield db.sqlite or store.pg_pass_lock(conn, wait=wait)
 
@@ -97,12 +98,8 @@ def _begin_locked(conn: Connection, db: Database, *, wait: bool) -> Iterator[boo
 @contextmanager
 def _locked(db: Database, *, wait: bool) -> Iterator[Connection | None]:
     """A write transaction holding the pass lock (None when `wait` is False and another pass holds it)."""
-    with db.write() as conn:
-        # SQLite: BEGIN IMMEDIATE already made us the single writer. PostgreSQL: a transaction advisory lock.
-        if not db.sqlite and not store.pg_pass_lock(conn, wait=wait):
-            yield None
-            return
-        yield conn
+    with db.engine.connect() as conn, _begin_locked(conn, db, wait=wait) as locked:
+        yield conn if locked else None
 
 
 def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: object = None) -> PassResult:

@@ -333,14 +333,6 @@ def raw_deltas(zone: ZoneInfo, lo_us: int, hi_us: int) -> dict[str, str]:
 DELTAS = ("rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
 
 
-def fold(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
-    """Add raw events with low < id <= high into every rollup table; return how many events that was."""
-    count = fold_prepare(conn, zone, low, high)
-    if count:
-        fold_apply(conn)
-    return count
-
-
 def fold_prepare(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
     """Compute the deltas of raw events with low < id <= high into this connection's temp tables (DELTAS); return
     how many events that was (0: nothing to add, no temp tables left).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -12,13 +13,25 @@ from sqlalchemy import Connection
 
 from analytics_gql.storage.engine import Database
 
-ROOT = Path(__file__).resolve().parents[2]
+# The repository's top-level migrations/, mapped into the package by pyproject.toml: inside site-packages from a
+# wheel or `pip install .`, the checkout's folder from an editable install. Named, not imported: it is not a layer.
+MIGRATIONS_PACKAGE = "analytics_gql.migrations"
+
+
+def migrations_dir() -> Path:
+    """The folder holding env.py and versions/, wherever the package was installed from."""
+    found = resources.files(MIGRATIONS_PACKAGE)
+    if not isinstance(found, Path) or not (found / "env.py").is_file():
+        # Alembic reads scripts by path, so a zipped install (zipapp, zipimport) cannot migrate.
+        raise RuntimeError(f"{MIGRATIONS_PACKAGE} is not an unpacked folder with env.py ({found}); reinstall the "
+                           "package from a wheel or with `pip install .`")
+    return found
 
 
 def alembic_config(db: Database) -> Config:
-    """An Alembic Config pointing at this repository's migrations and at `db`."""
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    """An Alembic Config pointing at the packaged migrations and at `db` (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", db.settings.database_url.replace("%", "%%"))
     return cfg
 

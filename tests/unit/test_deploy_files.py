@@ -200,6 +200,12 @@ def test_the_image_is_built_from_a_wheel_and_installs_nothing_editable() -> None
         words = shlex.split(run)
         assert "-e" not in words and "--editable" not in words and "develop" not in words, run
     assert any("pip wheel" in r for r in instructions("RUN", 0)), "the builder stage builds no wheel"
+    # It copies in what the wheel is built from: pyproject.toml, its readme, the package and every mapped folder.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    needed = {"pyproject.toml", project["project"]["readme"], "analytics_gql",
+              *project["tool"]["setuptools"].get("package-dir", {}).values()}
+    copied = {src for c in instructions("COPY", 0) for src in shlex.split(c)[:-1]}
+    assert needed <= copied, f"the builder stage does not copy {sorted(needed - copied)}"
     # The final stage takes nothing from the build context: only the builder's wheel, which pip installs.
     copies = instructions("COPY") + instructions("ADD")
     assert copies and all(c.startswith(f"--from={builder} ") for c in copies), copies

@@ -209,7 +209,10 @@ class Client:
 
     def query(self, kind: str) -> None:
         """One dashboard question over a range relative to now."""
-        start = iso(dt.datetime.now(dt.UTC) - dt.timedelta(days=QUERY_DAYS[kind]))
+        start_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=QUERY_DAYS[kind])
+        if self.args.hour_starts:  # a dashboard that rounds "the last N days" to the hour
+            start_at = start_at.replace(minute=0, second=0, microsecond=0)
+        start = iso(start_at)
         body = {"query": QUERIES[kind], "variables": {"start": start}}
         t0 = time.perf_counter()
         try:
@@ -354,6 +357,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blogs", type=int, default=2_000)
     p.add_argument("--seed-views", type=int, default=500_000)
     p.add_argument("--seed-days", type=int, default=365)
+    p.add_argument("--hour-starts", action="store_true",
+                   help="round the relative range starts down to the hour (default: millisecond precision)")
     p.add_argument("--interval", type=int, default=5, help="ANALYTICS_ROLLUP_INTERVAL (s)")
     p.add_argument("--redis-db", type=int, default=13, help="a Redis database number of this run's own (must be empty)")
     p.add_argument("--rate-limit", help="ANALYTICS_RATE_LIMIT for the API processes (unset: none)")

@@ -404,11 +404,12 @@ def _split_moving(windows: list[tuple[int, int]], ctx: ReadContext) -> tuple[lis
                                                                              list[tuple[int, int, int]]]:
     """Windows with their moving ends cut off, and the cut-off pieces as (window index, lo, hi).
 
-    A range that ends now gives a new window list with every request, so its rollup part would never be reused
-    from the cache (and each one would push a warm entry out). A window ending off the quarter hours is cut at the
-    UTC hour before its end: the rest is the same for an hour and is cached as usual, and the piece after the cut
-    (under an hour of raw events, found by the viewed_at index) is read live with the tail. Not where raw events
-    of that piece were compacted: that window keeps its whole plan (and its retention error).
+    A range computed per request ("the last 365 days" at millisecond precision, or ending now) gives a new window
+    list with every request, so its rollup part would never be reused from the cache (and each one would push a
+    warm entry out). A window starting or ending off the quarter hours is cut at the UTC hour after its start and
+    before its end: the whole-hour interior is the same for an hour and is cached as usual, and the pieces outside
+    it (under an hour of raw events each, found by the viewed_at index) are read live with the tail. Not where
+    raw events of a piece were compacted: that end keeps its place in the plan (and its retention error).
     """
     if ctx.rollup_zone is None or ctx.watermark <= 0:
         return windows, []  # no rollups: the tail reads every window anyway
@@ -417,17 +418,21 @@ def _split_moving(windows: list[tuple[int, int]], ctx: ReadContext) -> tuple[lis
 
 def _cut_windows(windows: list[tuple[int, int]], raw_kept: int = 0) -> tuple[list[tuple[int, int]],
                                                                               list[tuple[int, int, int]]]:
-    """_split_moving's cut, for windows whose moving piece starts at or after `raw_kept`."""
+    """_split_moving's cut, for pieces that lie at or after `raw_kept`."""
     stable: list[tuple[int, int]] = []
     moving: list[tuple[int, int, int]] = []
     for i, (a, b) in enumerate(windows):
-        if a < b and b % _QUARTER_HOUR_US:
-            cut = max(a, b - b % HOUR_US)
+        lo, hi = a, b
+        if a < b and a % _QUARTER_HOUR_US and a >= raw_kept:
+            lo = min(b, a - a % HOUR_US + HOUR_US)
+            moving.append((i, a, lo))
+        if lo < b and b % _QUARTER_HOUR_US:
+            cut = max(lo, b - b % HOUR_US)
             if cut >= raw_kept:
-                stable.append((a, cut))
                 moving.append((i, cut, b))
-                continue
-        stable.append((a, b))
+                hi = cut
+        # An empty interior is one key whatever the instants (the cache would otherwise hold one per request).
+        stable.append((lo, hi) if lo < hi else (0, 0))
     return stable, moving
 
 

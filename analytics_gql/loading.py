@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_views
 from analytics_gql.domain.synthetic import Synthetic
 from analytics_gql.errors import BadInput
-from analytics_gql.storage import ingest
+from analytics_gql.storage import ingest, statistics
 from analytics_gql.storage.engine import Database
 
 KINDS = ("authors", "blogs", "views")
@@ -145,6 +145,8 @@ def import_path(db: Database, kind: str, path: str, *, progress: bool | None = N
             stream.close()
     if result.rejected > printed:
         print(f"... {result.rejected - printed:,} more bad lines not shown", file=sys.stderr)
+    if result.accepted:
+        _analyze(db, statistics.RAW_TABLES if kind == "views" else (kind,))
     elapsed = time.perf_counter() - started
     print(f"{kind}: {result.summary()} in {elapsed:.1f} s ({lines / max(elapsed, 1e-9):,.0f} lines/s)")
     return result
@@ -338,12 +340,19 @@ def seed(
     finally:
         if bar is not None:
             bar.close()
+    _analyze(db, statistics.DIMENSION_TABLES + (statistics.RAW_TABLES if result.accepted else ()))
     elapsed = time.perf_counter() - started
     print(
         f"seeded {authors:,} authors, {blogs:,} blogs, {result.accepted:,} views over {days} days"
         f" in {elapsed:.1f} s ({result.accepted / max(elapsed, 1e-9):,.0f} views/s)"
     )
     return result
+
+
+def _analyze(db: Database, tables: tuple[str, ...]) -> None:
+    """Planner statistics for the tables a bulk load changed (storage/statistics.py says why)."""
+    with db.write() as conn:
+        statistics.analyze(conn, tables)
 
 
 def is_empty(db: Database) -> bool:

@@ -19,8 +19,9 @@ from analytics_gql.domain.calendar import DAY_US, GRAINS, Grain, bucket_interval
 from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
 from analytics_gql.storage import rollups as store
+from analytics_gql.storage import statistics as stats
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import SHAPE_KEYS, rollup_tables
+from analytics_gql.storage.tables import SHAPE_KEYS, grain_tables, rollup_tables
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,14 @@ def _locked(db: Database, *, wait: bool) -> Iterator[Connection | None]:
         yield conn if locked else None
 
 
-def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: object = None) -> PassResult:
+def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: object = None,
+            analyze: bool = True) -> PassResult:
     """One incremental pass (DESIGN 3): fold (watermark, safe_high] in bounded chunks, each its own transaction.
 
     `wait=False` (jobs) skips when another pass holds the lock, since that pass does the same work; `wait=True`
-    (CLI) queues behind it. `progress` may be a tqdm bar (its `total`/`update` are used).
+    (CLI) queues behind it. `progress` may be a tqdm bar (its `total`/`update` are used). A pass that folded many
+    events (storage/statistics.pass_needs_analyze) analyses the raw and rollup tables after it, unless `analyze`
+    is False (catch_up analyses once at its end).
     """
     t0 = time.monotonic()
     started = store.now_us()
@@ -190,10 +194,18 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
             _progress_update(progress, high - low)
         if result.watermark >= target:
             break
+    if analyze and result.events and stats.pass_needs_analyze(result.events, result.watermark - result.events):
+        _analyze_after_pass(db)
     result.seconds = time.monotonic() - t0
     # A scheduled pass with nothing to fold is routine: keep it out of the INFO log (one line every interval).
     log.log(logging.INFO if result.events or result.skipped else logging.DEBUG, result.summary())
     return result
+
+
+def _analyze_after_pass(db: Database) -> None:
+    """Planner statistics of the tables a pass wrote, and of the raw events it read (they grew as much)."""
+    with db.write() as conn:
+        stats.analyze(conn, stats.RAW_TABLES + stats.ROLLUP_TABLES)
 
 
 def _progress_total(bar: object, total: int) -> None:
@@ -228,7 +240,7 @@ def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, 
     t0 = time.monotonic()
     try:
         for attempt in itertools.count():
-            r = refresh(db, settings, wait=True, progress=bar)
+            r = refresh(db, settings, wait=True, progress=bar, analyze=False)
             total.events += r.events
             total.chunks += r.chunks
             total.watermark, total.target = r.watermark, r.target
@@ -242,6 +254,8 @@ def catch_up(db: Database, settings: Settings, progress: bool | None = None, *, 
     finally:
         if bar is not None:
             bar.close()  # type: ignore[attr-defined]
+    if total.events:
+        _analyze_after_pass(db)  # `rollup` and `rollup --rebuild` leave statistics the planner can rely on
     total.seconds = time.monotonic() - t0
     if not quiet:
         print(total.summary())
@@ -303,6 +317,8 @@ def compact(db: Database, settings: Settings, *, now_us: int | None = None) -> C
                 report.deleted[g.value] = store.compact_grain(conn, g, now - policy[g.value] * DAY_US, zone)
         store.record_compaction(conn, now)
         report.horizons = store.horizons(conn)
+        changed = [t.name for g in GRAINS if report.deleted.get(g.value) for t in grain_tables(g)]
+        stats.analyze(conn, (stats.RAW_TABLES if report.deleted.get("raw") else ()) + tuple(changed))
     log.info(report.summary())
     return report
 

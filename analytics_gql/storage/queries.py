@@ -213,6 +213,11 @@ def _members(p: Plan, sources: list[str], shape: Shape, dim: Dimension | None, f
             alias, blog, vc = "e", "e.blog_id", f"COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}')"
             table, col = "view_events", "e.viewed_at"
             ids = f"e.id {'<=' if source == RAW else '>'} {int(p.watermark)}"
+            if source == RAW:
+                # The runs' span as literals: with no statistics at all, PostgreSQL planned a join of several runs
+                # as a nested loop over a sequential scan; a constant range makes the viewed_at index the path.
+                span = (int(min(r.lo for r in runs)), int(max(r.hi for r in runs)))
+                ids += f" AND e.viewed_at >= {span[0]} AND e.viewed_at < {span[1]}"
             if source == TAIL and small_tail:
                 # A short tail is found by id (the primary key), not by scanning the range's events by time:
                 # the unary plus keeps both databases from using the viewed_at index for this member.
@@ -235,10 +240,12 @@ def _members(p: Plan, sources: list[str], shape: Shape, dim: Dimension | None, f
         gkey = _group_key(dim, blog, vc)
         measure = "COUNT(*)" if source in (RAW, TAIL) else "SUM(r.views)"
         # Constants (the no-group key, a missing blog column) stay out of GROUP BY: PostgreSQL refuses them.
-        group_by = ", ".join([pidx] + ([gkey] if dim is not None else []) + ([blog] if blog != "NULL" else []))
+        # Per blog only where distinct blogs are counted: a series' tail was otherwise one row per blog.
+        per_blog = blog if blog != "NULL" and _needs_blog_sets(dim) else "NULL"
+        group_by = ", ".join([pidx] + ([gkey] if dim is not None else []) + ([per_blog] if per_blog != "NULL" else []))
         # A bare NULL is typed text by PostgreSQL when its member comes first in the UNION, and the raw
         # members' integer blog_id then fails to match it.
-        blog_col = "CAST(NULL AS INTEGER)" if blog == "NULL" else blog
+        blog_col = "CAST(NULL AS INTEGER)" if per_blog == "NULL" else per_blog
         members.append(
             f"SELECT '{source}' AS src, {pidx} AS pidx, {gkey} AS gkey, {blog_col} AS blog_id, {measure} AS views "
             f"FROM {cte} q JOIN {table} {alias} ON {col} >= q.lo AND {col} < q.hi{joins} "
@@ -397,11 +404,12 @@ def _split_moving(windows: list[tuple[int, int]], ctx: ReadContext) -> tuple[lis
                                                                              list[tuple[int, int, int]]]:
     """Windows with their moving ends cut off, and the cut-off pieces as (window index, lo, hi).
 
-    A range that ends now gives a new window list with every request, so its rollup part would never be reused
-    from the cache (and each one would push a warm entry out). A window ending off the quarter hours is cut at the
-    UTC hour before its end: the rest is the same for an hour and is cached as usual, and the piece after the cut
-    (under an hour of raw events, found by the viewed_at index) is read live with the tail. Not where raw events
-    of that piece were compacted: that window keeps its whole plan (and its retention error).
+    A range computed per request ("the last 365 days" at millisecond precision, or ending now) gives a new window
+    list with every request, so its rollup part would never be reused from the cache (and each one would push a
+    warm entry out). A window starting or ending off the quarter hours is cut at the UTC hour after its start and
+    before its end: the whole-hour interior is the same for an hour and is cached as usual, and the pieces outside
+    it (under an hour of raw events each, found by the viewed_at index) are read live with the tail. Not where
+    raw events of a piece were compacted: that end keeps its place in the plan (and its retention error).
     """
     if ctx.rollup_zone is None or ctx.watermark <= 0:
         return windows, []  # no rollups: the tail reads every window anyway
@@ -410,17 +418,21 @@ def _split_moving(windows: list[tuple[int, int]], ctx: ReadContext) -> tuple[lis
 
 def _cut_windows(windows: list[tuple[int, int]], raw_kept: int = 0) -> tuple[list[tuple[int, int]],
                                                                               list[tuple[int, int, int]]]:
-    """_split_moving's cut, for windows whose moving piece starts at or after `raw_kept`."""
+    """_split_moving's cut, for pieces that lie at or after `raw_kept`."""
     stable: list[tuple[int, int]] = []
     moving: list[tuple[int, int, int]] = []
     for i, (a, b) in enumerate(windows):
-        if a < b and b % _QUARTER_HOUR_US:
-            cut = max(a, b - b % HOUR_US)
+        lo, hi = a, b
+        if a < b and a % _QUARTER_HOUR_US and a >= raw_kept:
+            lo = min(b, a - a % HOUR_US + HOUR_US)
+            moving.append((i, a, lo))
+        if lo < b and b % _QUARTER_HOUR_US:
+            cut = max(lo, b - b % HOUR_US)
             if cut >= raw_kept:
-                stable.append((a, cut))
                 moving.append((i, cut, b))
-                continue
-        stable.append((a, b))
+                hi = cut
+        # An empty interior is one key whatever the instants (the cache would otherwise hold one per request).
+        stable.append((lo, hi) if lo < hi else (0, 0))
     return stable, moving
 
 
@@ -520,8 +532,13 @@ def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[Run]) -> 
     that is answered (a new one: plans are memoised)."""
     runs = {s: r for s, r in p.runs.items() if s != TAIL}
     runs[RAW] = [*runs.get(RAW, []), *moving]
-    runs[TAIL] = [Run(TAIL, a, b, i, b - a) for i, (a, b) in enumerate(windows) if a < b]
-    return Plan(watermark=p.watermark, runs=runs)
+    out = Plan(watermark=p.watermark, runs=runs)
+    for i, (a, b) in enumerate(windows):
+        if a < b:
+            # Merged into runs (Plan.add), as the planner does: the tail joins every run with every event above
+            # the watermark, and a year of days as 732 runs made 30,000 tail events 22M comparisons.
+            out.add(Run(TAIL, a, b, i, b - a))
+    return out
 
 
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,

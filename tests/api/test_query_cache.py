@@ -14,6 +14,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -453,3 +454,66 @@ def test_ranges_ending_now_reuse_the_cached_part_and_stay_exact(db: Database) ->
         assert after in (misses, -1)
         catch_up(db, settings_for(db), progress=False, quiet=True)
         check()
+
+
+YEAR_QUESTIONS = {
+    "top": """query($r: TimeRange) { top(dimension: BLOG, range: $r, timeZone: "UTC", limit: 1000) {
+      nodes { key views blogCount } totalViews } }""",
+    "blogViews": """query($r: TimeRange) { blogViews(groupBy: COUNTRY, granularity: MONTH, range: $r, timeZone: "UTC",
+      first: 1000) { nodes { key periodStart views blogCount } } }""",
+    "performance": OPEN_PERF,
+}
+
+
+def check_year(w: World, start: int, end: int) -> int:
+    """top, monthly blogViews and daily performance over [start, end) (milliseconds), against the oracle; the blogs
+    created in the first period."""
+    r = {"start": O.utc(start).isoformat(timespec="milliseconds"), "end": O.utc(end).isoformat(timespec="milliseconds")}
+    got = {name: w.ask(q, {"r": r}) for name, q in YEAR_QUESTIONS.items()}
+    want_top = O.top(w.truth, dimension="BLOG", start=start, end=end, f=None, limit=1000)
+    assert got["top"]["top"]["totalViews"] == want_top.total > 0
+    assert [(n["key"], n["views"], n["blogCount"]) for n in got["top"]["top"]["nodes"]] == [
+        (x.key, x.views, x.blog_count) for x in want_top.rows]
+    want_bv = O.blog_views(w.truth, group_by="COUNTRY", granularity="MONTH", start=start, end=end, zone="UTC", f=None)
+    assert [(O.parse_output_instant(n["periodStart"]), n["key"], n["views"], n["blogCount"])
+            for n in got["blogViews"]["blogViews"]["nodes"]] == [
+        (x.period_start, x.key, x.views, x.blog_count) for x in want_bv]
+    want_perf = O.performance(w.truth, granularity="DAY", start=start, end=end, zone="UTC", f=None)
+    assert [(O.parse_output_instant(p["periodStart"]), p["views"], p["growth"], p["blogsCreated"])
+            for p in got["performance"]["performance"]["points"]] == [
+        (p.start, p.views, p.growth, p.blogs_created) for p in want_perf]
+    assert want_perf[0].views > 0 and want_perf[0].growth is not None and want_perf[-1].views > 0
+    return want_perf[0].blogs_created
+
+
+def test_the_last_365_days_at_millisecond_precision_stay_warm_and_exact(db: Database) -> None:
+    """A client sending `now - 365 days .. now` at millisecond precision with every request: each window's
+    whole-hour interior is cached whatever the instants inside its first and last hour, and the pieces outside it
+    are read live. Two requests 1.5 s apart (other milliseconds at both ends) are exact against the oracle, with
+    events and a blog created between the two starts, around both ends, in growth's previous windows and in the
+    live tail; the second misses no cached part (unless a UTC hour began between them, which moves the cuts).
+    A pass, then a third request: exact."""
+    ms = 1000
+    with world(db) as w:
+        e1 = O.us(dt.datetime.now(dt.UTC)) // ms * ms - 2_000 * ms
+        s1 = e1 - 365 * O.DAY
+        s2, e2 = s1 + 1_503 * ms, e1 + 1_503 * ms
+        w.blogs(O.Blog("b4", "Four", "a2", "KE", s1 + 700 * ms), O.Blog("b5", "Five", "a1", None, s2 + 2_000 * ms),
+                O.Blog("b6", "Six", "a1", None, s1 - ms))
+        w.views(views_at("b1", "US", s1 + 500 * ms, 20, 3 * MINUTE)  # the first hour, from between the starts
+                + views_at("b2", "KE", s1 - 30 * MINUTE, 10, 3 * MINUTE)  # across the start
+                + views_at("b3", None, e1 - 50 * MINUTE, 8, 5 * MINUTE)  # the last hour
+                + views_at("b2", "US", s1 - O.DAY + 200 * ms, 5, 7 * MINUTE))  # growth's first previous window
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        w.views(views_at("b1", "ET", e1 - 10 * MINUTE, 3, MINUTE)  # not folded: the live tail
+                + views_at("b4", "ET", s1 + 1_200 * ms, 2, MINUTE))  # one between the starts, one after both
+        created = check_year(w, s1, e1)
+        hits, misses = w.stats()
+        time.sleep(1.5)
+        w.views(views_at("b3", "KE", e1 + 100 * ms, 1, MINUTE))  # between the ends (live tail)
+        assert check_year(w, s2, e2) == created - 1 >= 1  # b4 was created between the starts
+        if (s1 // O.HOUR, e1 // O.HOUR) == (s2 // O.HOUR, e2 // O.HOUR):
+            assert w.stats() == (hits + len(YEAR_QUESTIONS) + 1, misses)  # three parts and blogsCreated
+        w.views(views_at("b3", "US", e1 - 20 * MINUTE, 4, MINUTE))
+        catch_up(db, settings_for(db), progress=False, quiet=True)  # a pass between requests
+        check_year(w, s2 + 10 * ms, e2 + 10 * ms)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import zoneinfo
 from dataclasses import dataclass
 
@@ -62,6 +64,30 @@ def parse_retention(raw: str | None) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket's refill rate (tokens per second) and capacity (the burst)."""
+
+    per_second: float
+    burst: int
+
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute)(?:\s*,\s*burst\s+(\d+))?$", re.IGNORECASE)
+
+
+def parse_rate_limit(raw: str | None) -> RateLimit | None:
+    """Parse `20/s, burst 40` or `600/min` (burst defaults to one second's worth, at least 1); None when unset."""
+    if raw is None or not raw.strip():
+        return None
+    m = _RATE.match(raw.strip())
+    if m is None or not 0 < float(m.group(1)) < math.inf or (m.group(3) is not None and int(m.group(3)) < 1):
+        raise ValueError(f"rate limit {raw.strip()[:40]!r}: use RATE/s or RATE/min with RATE > 0, optionally "
+                         "followed by ', burst N' with N >= 1 (e.g. '20/s, burst 40')")
+    rate = float(m.group(1)) / (60 if m.group(2).lower().startswith("m") else 1)
+    burst = int(m.group(3)) if m.group(3) is not None else max(1, math.ceil(rate))
+    return RateLimit(rate, burst)
+
+
 class Settings(BaseSettings):
     """Deployment settings, from ANALYTICS_* environment variables (or a .env file)."""
 
@@ -89,6 +115,8 @@ class Settings(BaseSettings):
     query_cache_rows: int = Field(default=1_000_000, ge=1)
     # Warm answers first tried on the event loop (api/context.py): faster, but a stalled database stalls the loop.
     quick_reads: bool = False
+    # Token bucket per API key (per client address when open) on the data endpoints, e.g. "20/s, burst 40".
+    rate_limit: str | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -112,6 +140,12 @@ class Settings(BaseSettings):
         parse_retention(v)
         return v
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, v: str | None) -> str | None:
+        parse_rate_limit(v)
+        return v
+
     @property
     def keys(self) -> tuple[ApiKey, ...]:
         """The parsed API keys (empty = open, for local use)."""
@@ -121,6 +155,11 @@ class Settings(BaseSettings):
     def retention_days(self) -> dict[str, int]:
         """Days kept per grain (`raw` included); absent = forever."""
         return parse_retention(self.retention)
+
+    @property
+    def rate_limit_rule(self) -> RateLimit | None:
+        """The parsed ANALYTICS_RATE_LIMIT; None = no limit."""
+        return parse_rate_limit(self.rate_limit)
 
     @property
     def is_sqlite(self) -> bool:

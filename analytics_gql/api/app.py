@@ -26,6 +26,7 @@ from analytics_gql.api import graphiql, ingest_http, metrics
 from analytics_gql.api.auth import authenticate
 from analytics_gql.api.context import Context, make_limiter
 from analytics_gql.api.extensions import INTERNAL_MESSAGE, present
+from analytics_gql.api.ratelimit import RateLimiter, caller_bucket
 from analytics_gql.settings import Settings
 from analytics_gql.storage import schema as migrations
 from analytics_gql.storage.engine import Database
@@ -89,11 +90,23 @@ def _route_label(path: str) -> str:
 
 
 class Gate:
-    """Request id, HTTP metrics and API-key checks, all before any route reads the body."""
+    """Request id, HTTP metrics, API-key checks and rate limits, all before any route reads the body."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.keys = settings.keys
+        rule = settings.rate_limit_rule
+        self.limiter = RateLimiter(rule) if rule is not None else None
+
+    def limited(self, scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
+        """A 429 when the (authenticated) caller's bucket is empty, else None after taking a token from it."""
+        if self.limiter is None:
+            return None
+        wait = self.limiter.take(caller_bucket(bool(self.keys), headers, scope.get("client")))
+        if not wait:
+            return None
+        return error_response(429, f"rate limit exceeded ({self.limiter.describe()}); retry after {wait} s",
+                              "RATE_LIMITED", {"Retry-After": str(wait)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +138,11 @@ class Gate:
                 response = error_response(401, caller.problem or "unauthenticated", "UNAUTHENTICATED",
                                           {"WWW-Authenticate": 'Bearer realm="analytics-gql"'})
                 await response(scope, receive, send_with_id)
+                return
+            # Every path that needs a key is a data endpoint and is rate limited, after authentication.
+            refused = self.limited(scope, headers) if protected else None
+            if refused is not None:
+                await refused(scope, receive, send_with_id)
                 return
             try:
                 await self.app(scope, receive, send_with_id)

@@ -39,6 +39,9 @@ def run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
      "error: ANALYTICS_DATABASE_URL: the driver 'asyncpg' is not installed "
      "(use sqlite:///PATH or postgresql+psycopg://...)\n"),
     ({"timezone": "Europe"}, "error: ANALYTICS_TIMEZONE: unknown IANA time zone 'Europe'\n"),
+    ({"rate_limit": "20 per second"}, "error: ANALYTICS_RATE_LIMIT: rate limit '20 per second': use RATE/s or "
+                                      "RATE/min with RATE > 0, optionally followed by ', burst N' with N >= 1 "
+                                      "(e.g. '20/s, burst 40')\n"),
 ])
 def test_bad_settings(tmp_path: Path, env: dict[str, str], message: str) -> None:
     done = run(tmp_path, "migrate", **env)

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from analytics_gql.domain import calendar as cal
+from analytics_gql.domain.comparisons import Comparison, ComparisonSpan, comparison_range, queried_window
 from analytics_gql.domain.memo import IdentityMemo, SharedList
 from analytics_gql.domain.queries import (
     MAX_POINTS,
@@ -41,8 +42,29 @@ def _meta(ctx: store.ReadContext, sources: list) -> Meta:  # type: ignore[type-a
     return Meta(as_of=ctx.as_of, watermark=ctx.watermark_time, sources=sources)
 
 
+def _compare_windows(kind: Comparison | None, start: int, end: int, z: ZoneInfo) -> tuple[
+        tuple[int, int] | None, list[tuple[int, int]] | None]:
+    """The comparison range of [start, end) (None without compare) and the window to read for it, if any."""
+    if kind is None:
+        return None, None
+    span = comparison_range(kind, start, end, z)
+    window = queried_window(*span) if start < end else None
+    return span, [window] if window is not None else None
+
+
+def _previous(agg: store.Aggregate, span: tuple[int, int] | None, rows: int) -> tuple[
+        list[int] | None, ComparisonSpan | None]:
+    """Each row's comparison views and the comparison's span and total (zeros when nothing could be read)."""
+    if span is None:
+        return None, None
+    if agg.previous is None:
+        return [0] * rows, ComparisonSpan(span[0], span[1], 0)
+    return agg.previous, ComparisonSpan(span[0], span[1], agg.previous_total)
+
+
 def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
-    """Views and distinct blogs per group (and period), one page, ordered by period, views desc, key."""
+    """Views and distinct blogs per group (and period), one page, ordered by period, views desc, key; with
+    `compare`, each row's views in the comparison range too (read with the range, in the same statements)."""
     ctx = store.read_context(conn)
     start, end = _resolve(conn, ctx, q.range)
     periods: list[cal.Period] = []
@@ -52,14 +74,21 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
         windows = [(max(p.start, start), min(p.end, end)) for p in periods]
     else:
         windows = [(start, end)] if start < end else []
-    agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset)
+    span, compare = _compare_windows(q.compare, start, end, q.range.zone)
+    agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset,
+                          compare=compare)
+    previous, comparison = _previous(agg, span, len(agg.rows))
     shared = type(agg.rows) is SharedList  # a page of a cached part: the same list for the same page
-    shape = (q.first, tuple((p.start, p.label) for p in periods)) if shared else None
+    shape = (q.first, tuple((p.start, p.label) for p in periods),
+             None if previous is None else tuple(previous[: q.first])) if shared else None
     rows = _PAGE_ROWS.get(agg.rows, shape) if shared else None
     if rows is None:
         if periods:
             rows = [GroupRow(k, label, periods[i].start, periods[i].label, blogs, views)
                     for i, k, label, views, blogs in agg.rows[: q.first]]
+        elif previous is not None:
+            rows = [GroupRow(k, label, None, None, blogs, views, before)
+                    for (_i, k, label, views, blogs), before in zip(agg.rows[: q.first], previous, strict=False)]
         else:
             rows = [GroupRow(k, label, None, None, blogs, views)
                     for _i, k, label, views, blogs in agg.rows[: q.first]]
@@ -68,18 +97,23 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
     has_next = len(agg.rows) > q.first
     return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=has_next,
                          end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources),
-                         start=start, end=end)
+                         start=start, end=end, comparison=comparison)
 
 
 def top(conn: Connection, q: TopQuery) -> TopResult:
-    """The top `limit` groups by views (ties by key), with the total over all groups."""
+    """The top `limit` groups by views (ties by key), with the total over all groups; with `compare`, each
+    row's views in the comparison range too (read with the range, in the same statements)."""
     ctx = store.read_context(conn)
     start, end = _resolve(conn, ctx, q.range)
     windows = [(start, end)] if start < end else []
-    agg = store.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit)
-    rows = [GroupRow(key=k, label=label, period_start=None, period_label=None, blog_count=blogs, views=views)
-            for _, k, label, views, blogs in agg.rows]
-    return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources))
+    span, compare = _compare_windows(q.compare, start, end, q.range.zone)
+    agg = store.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit, compare=compare)
+    previous, comparison = _previous(agg, span, len(agg.rows))
+    befores: list[int | None] = list(previous) if previous is not None else [None] * len(agg.rows)
+    rows = [GroupRow(key=k, label=label, period_start=None, period_label=None, blog_count=blogs, views=views,
+                     previous_views=before)
+            for (_, k, label, views, blogs), before in zip(agg.rows, befores, strict=True)]
+    return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources), comparison=comparison)
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ from analytics_gql.api.types import (
     AuthorInput,
     BlogInput,
     BlogViewsResult,
+    Comparison,
     Dimension,
     Granularity,
     IngestResult,
@@ -28,6 +29,7 @@ from analytics_gql.api.types import (
     ViewInput,
     author_record,
     blog_record,
+    comparison_to_domain,
     filter_to_domain,
     granularity_to_domain,
     range_to_domain,
@@ -52,30 +54,35 @@ def _items(items: list[object], what: str) -> None:
 @strawberry.type
 class Query:
     @strawberry.field(description="Views (and distinct blogs) per group, and per period when a granularity is "
-                                  "given. Ordered by periodStart, views descending, key.")
+                                  "given. Ordered by periodStart, views descending, key. `compare` (without "
+                                  "granularity) adds each row's views in a comparison range.")
     async def blog_views(self, info: Info, group_by: Dimension, granularity: Granularity | None = None,
                          range: TimeRange | None = None, filter: ViewFilter | None = None,
                          time_zone: str | None = None, first: int | None = 100,
-                         after: str | None = None) -> BlogViewsResult:
+                         after: str | None = None, compare: Comparison | None = None) -> BlogViewsResult:
         ctx = info.context
         q = Q.BlogViewsQuery(
             group_by=Q.Dimension(group_by.value), range=range_to_domain(range, time_zone, ctx.settings.timezone),
             granularity=granularity_to_domain(granularity) if granularity is not None else None,
             filter=filter_to_domain(filter),
             # CONTRACT 3: `first: Int = 100`, so an explicit null means the default.
-            first=Q.check_between(100 if first is None else first, 1, Q.MAX_PAGE, "first"))
+            first=Q.check_between(100 if first is None else first, 1, Q.MAX_PAGE, "first"),
+            compare=comparison_to_domain(compare))
         query = q.identity()
         page = await ctx.read(reports.blog_views, resume(q, after), quick=True)
         return BlogViewsResult.from_domain(page, query)
 
-    @strawberry.field(description="The top `limit` groups by views (ties broken by key).")
+    @strawberry.field(description="The top `limit` groups by views (ties broken by key). `compare` adds each "
+                                  "row's views in a comparison range.")
     async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,
-                  filter: ViewFilter | None = None, time_zone: str | None = None, limit: int | None = 10) -> TopResult:
+                  filter: ViewFilter | None = None, time_zone: str | None = None, limit: int | None = 10,
+                  compare: Comparison | None = None) -> TopResult:
         ctx = info.context
         q = Q.TopQuery(dimension=Q.Dimension(dimension.value),
                        range=range_to_domain(range, time_zone, ctx.settings.timezone),
                        filter=filter_to_domain(filter),  # CONTRACT 3: `limit: Int = 10`; null means the default
-                       limit=Q.check_between(10 if limit is None else limit, 1, Q.MAX_LIMIT, "limit"))
+                       limit=Q.check_between(10 if limit is None else limit, 1, Q.MAX_LIMIT, "limit"),
+                       compare=comparison_to_domain(compare))
         return TopResult.from_domain(await ctx.read(reports.top, q, quick=True))
 
     @strawberry.field(description="A dense series: every period meeting the range, with blogs created and "

@@ -16,6 +16,8 @@ import strawberry
 from analytics_gql.domain import calendar as cal
 from analytics_gql.domain import filters as F
 from analytics_gql.domain import queries as Q
+from analytics_gql.domain.comparisons import Comparison as DomainComparison
+from analytics_gql.domain.comparisons import ComparisonSpan
 from analytics_gql.domain.memo import IdentityMemo, SharedList
 from analytics_gql.errors import BadInput
 
@@ -37,6 +39,19 @@ class Granularity(enum.Enum):
     MONTH = "MONTH"
     YEAR = "YEAR"
     AUTO = "AUTO"
+
+
+@strawberry.enum(description="The range a result is compared with: PREVIOUS_PERIOD = [start - (end - start), "
+                             "start); PREVIOUS_YEAR = both bounds one calendar year back as local wall-clock "
+                             "times in the query's timeZone (Feb 29 becomes Feb 28).")
+class Comparison(enum.Enum):
+    PREVIOUS_PERIOD = "PREVIOUS_PERIOD"
+    PREVIOUS_YEAR = "PREVIOUS_YEAR"
+
+
+def comparison_to_domain(c: Comparison | None) -> DomainComparison | None:
+    """The domain comparison (None stays None)."""
+    return DomainComparison(c.value) if c is not None else None
 
 
 @strawberry.input(description="Half-open [start, end). A DateTime without offset, or a plain date (midnight), "
@@ -170,6 +185,24 @@ class QueryMeta:
                          sources=[SourceUse(source=s.source, rows=s.rows) for s in m.sources])
 
 
+@strawberry.type(description="The comparison range [start, end) of a result and its matching views.")
+class ComparisonInfo:
+    start: dt.datetime
+    end: dt.datetime
+    total_views: int
+
+    @staticmethod
+    def from_domain(c: ComparisonSpan | None) -> ComparisonInfo | None:
+        if c is None:
+            return None
+        return ComparisonInfo(start=cal.from_us(c.start), end=cal.from_us(c.end), total_views=c.total_views)
+
+
+_PREVIOUS = "matching views of this row's group in the comparison range (0 when none); null without compare"
+_CHANGE = ("(views - previousViews) / previousViews * 100, rounded to 2 decimals; null without compare or when "
+           "previousViews is 0")
+
+
 @strawberry.type
 class PageInfo:
     has_next_page: bool
@@ -184,6 +217,8 @@ class BlogViewsRow:
     period_label: str | None
     blog_count: int
     views: int
+    previous_views: int | None = strawberry.field(description=_PREVIOUS)
+    change: float | None = strawberry.field(description=_CHANGE)
 
 
 # GraphQL rows of a page of report rows, by the identity of that list (domain/memo.py); never mutated.
@@ -196,6 +231,7 @@ class BlogViewsResult:
     page_info: PageInfo
     nodes: list[BlogViewsRow]
     meta: QueryMeta
+    comparison: ComparisonInfo | None = strawberry.field(description="the comparison range; null without compare")
 
     @staticmethod
     def from_domain(p: Q.BlogViewsPage, query: str) -> BlogViewsResult:
@@ -211,14 +247,16 @@ class BlogViewsResult:
                 else:
                     start = starts[r.period_start] = instant(r.period_start)
                 nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
-                                          period_label=r.period_label, blog_count=r.blog_count, views=r.views))
+                                          period_label=r.period_label, blog_count=r.blog_count, views=r.views,
+                                          previous_views=r.previous_views, change=r.change))
             if shared:
                 _PAGE_NODES.put(p.rows, nodes)
         cursor = (encode_cursor(p.end_offset, query=query, start=p.start, end=p.end)
                   if p.end_offset is not None and p.start is not None and p.end is not None else None)
         return BlogViewsResult(total_count=p.total_count, page_info=PageInfo(has_next_page=p.has_next,
                                                                              end_cursor=cursor),
-                               nodes=nodes, meta=QueryMeta.from_domain(p.meta))
+                               nodes=nodes, meta=QueryMeta.from_domain(p.meta),
+                               comparison=ComparisonInfo.from_domain(p.comparison))
 
 
 @strawberry.type
@@ -229,6 +267,8 @@ class TopRow:
     views: int
     blog_count: int
     share: float
+    previous_views: int | None = strawberry.field(description=_PREVIOUS)
+    change: float | None = strawberry.field(description=_CHANGE)
 
 
 @strawberry.type
@@ -237,13 +277,16 @@ class TopResult:
     total_views: int
     other_views: int
     meta: QueryMeta
+    comparison: ComparisonInfo | None = strawberry.field(description="the comparison range; null without compare")
 
     @staticmethod
     def from_domain(t: Q.TopResult) -> TopResult:
         total = t.total_views
         nodes = [TopRow(rank=i + 1, key=strawberry.ID(r.key), label=r.label, views=r.views, blog_count=r.blog_count,
-                        share=(r.views / total) if total else 0.0) for i, r in enumerate(t.rows)]
-        return TopResult(nodes=nodes, total_views=total, other_views=t.other_views, meta=QueryMeta.from_domain(t.meta))
+                        share=(r.views / total) if total else 0.0, previous_views=r.previous_views,
+                        change=r.change) for i, r in enumerate(t.rows)]
+        return TopResult(nodes=nodes, total_views=total, other_views=t.other_views, meta=QueryMeta.from_domain(t.meta),
+                         comparison=ComparisonInfo.from_domain(t.comparison))
 
 
 @strawberry.type

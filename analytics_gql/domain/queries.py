@@ -9,6 +9,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from analytics_gql.domain import calendar as cal
+from analytics_gql.domain.comparisons import Comparison, ComparisonSpan
 from analytics_gql.domain.filters import TRUE, Filter, canonical
 from analytics_gql.errors import BadInput
 
@@ -102,10 +103,17 @@ class BlogViewsQuery:
     filter: Filter = TRUE
     first: int = 100
     offset: int = 0
+    compare: Comparison | None = None
+
+    def __post_init__(self) -> None:
+        if self.compare is not None and self.granularity is not None:
+            raise BadInput("compare works on blogViews without granularity (one row per group over the range); "
+                           "leave granularity out, or ask performance for a series with growth per period")
 
     def identity(self) -> str:
         """What a cursor of this query names: everything but the page (first, offset), as the client gave it
-        (an open start or end stays open: the cursor pins its resolved value)."""
+        (an open start or end stays open: the cursor pins its resolved value). `compare` is left out: it adds
+        fields to the rows, it never changes which rows a page holds."""
         g = self.granularity.value if self.granularity is not None else "-"
         return (f"{self.group_by.value}|{g}|{self.range.start}|{self.range.end}|{self.range.zone.key}|"
                 f"{canonical(self.filter)}")
@@ -125,6 +133,7 @@ class TopQuery:
     range: RangeSpec
     filter: Filter = TRUE
     limit: int = 10
+    compare: Comparison | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,12 @@ class GroupRow(NamedTuple):
     period_label: str | None
     blog_count: int
     views: int
+    previous_views: int | None = None  # views in the comparison range (None without compare)
+
+    @property
+    def change(self) -> float | None:
+        """Percent change against previous_views (2 decimals; None without compare or when it is 0)."""
+        return growth(self.views, self.previous_views) if self.previous_views is not None else None
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,7 @@ class BlogViewsPage:
     meta: Meta
     start: int | None = None
     end: int | None = None
+    comparison: ComparisonSpan | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,7 @@ class TopResult:
     rows: list[GroupRow]
     total_views: int
     meta: Meta
+    comparison: ComparisonSpan | None = None
 
     @property
     def other_views(self) -> int:

@@ -261,6 +261,8 @@ class Aggregate:
     groups: int
     total_views: int
     sources: list[SourceUse]
+    previous: list[int] | None = None  # with `compare`: each row's views in its comparison window
+    previous_total: int = 0  # with `compare`: all views in the comparison windows
 
 
 Row = tuple[int, str, str, int, int]
@@ -273,15 +275,17 @@ class _Part:
 
     Stored in the query cache and shared between threads: never mutated after `_fixed_part` returns, except
     `ranked`, which is filled once (idempotently) when a request finds no tail rows to add, and `pages`, the
-    pages cut from it (one SharedList per (offset, limit): callers may memoise what they derive from a page on
-    its identity, reports.py does; a page with a tail added is a plain, per-request list).
+    pages cut from it (one SharedList per (offset, limit), or per ("compare", windows, offset, limit): callers may
+    memoise what they derive from a page on its identity, reports.py does; a page with a tail added is a plain,
+    per-request list), and `derived`, values computed once from `ranked` (the comparison split, _compared_part).
     """
 
     views: dict[GroupKey, int]
     blogs: dict[GroupKey, frozenset[int]] | None
     counts: dict[str, int]
     ranked: list[Row] | None = None
-    pages: dict[tuple[int, int | None], list[Row]] = field(default_factory=dict)
+    pages: dict[tuple[Any, ...], list[Row]] = field(default_factory=dict)
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -542,29 +546,37 @@ def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[Run]) -> 
 
 
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
-              f: F.Filter, limit: int | None = None, offset: int = 0) -> Aggregate:
+              f: F.Filter, limit: int | None = None, offset: int = 0,
+              compare: list[tuple[int, int]] | None = None) -> Aggregate:
     """Views (and distinct blogs) per window and group, ordered by window, views desc, key.
 
     Two statements at most: the part at or below the watermark (rollup buckets and raw edges, cached per data
     version when the Database has a query cache) and the live tail above it; they are added here, then ranked,
     paged and labelled. meta.sources counts, per source, the rows it gave grouped per (window, group, blog).
+    With `compare` (one window per window, the comparison ranges), those windows are planned and read with the
+    others, in the same statements; rows, totals and pages are the windows' alone, and `previous` gives each row's
+    views in its comparison window (see _compared).
     """
     f = F.simplify(f)
     shape = rollup_shape(dim, f)
+    n = len(windows)
+    if compare is not None:
+        windows = [*windows, *compare]
     if f == F.FALSE:
         p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
-        return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()])
+        return Aggregate([], 0, 0, [SourceUse(s, 0) for s in p.sources()], [] if compare is not None else None)
     stable, pieces = _split_moving(windows, ctx)
     ctx, p, part = _planned_part(conn, ctx, stable, shape, dim, f)
     moving = [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]
     if moving:
         p = _with_moving(p, windows, moving)
     if not p.sources():
-        return Aggregate([], 0, 0, [])
+        return Aggregate([], 0, 0, [], [] if compare is not None else None)
     tail, moving_rows = _live_rows(conn, ctx, p, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
     counts = {**part.counts, TAIL: len(tail) - moving_rows}
     if moving_rows:
         counts[RAW] = counts.get(RAW, 0) + moving_rows
+    sources = [SourceUse(s, counts.get(s, 0)) for s in p.sources()]
     blog_sets = _needs_blog_sets(dim)
 
     def constant_count(_g: GroupKey) -> int:
@@ -572,31 +584,68 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
 
     if not tail:
         ranked = _ranked_part(conn, ctx, dim, part)
+        if compare is not None:
+            return _compared_part(part, ranked, n, limit, offset, sources)
         views = part.views
         page = part.pages.get((offset, limit))
         if page is None:
             page = SharedList(ranked[offset:] if limit is None else ranked[offset:offset + limit])
             if len(part.pages) < _PAGES_PER_PART:
                 part.pages[(offset, limit)] = page  # the same (shared, never mutated) list for the same page
-        return Aggregate(page, len(views), sum(views.values()),
-                         [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
+        return Aggregate(page, len(views), sum(views.values()), sources)
 
     views = dict(part.views)
     extra: dict[GroupKey, set[int]] = {}
     fixed_blogs = part.blogs or {}
-    for _src, pidx, gkey, blog, n in tail:
+    for _src, pidx, gkey, blog, k in tail:
         g = (pidx, gkey)
-        views[g] = views.get(g, 0) + n
+        views[g] = views.get(g, 0) + k
         if blog_sets and blog is not None and blog not in fixed_blogs.get(g, ()):
             extra.setdefault(g, set()).add(blog)
 
     def merged_count(g: GroupKey) -> int:
         return len(fixed_blogs.get(g, ())) + len(extra.get(g, ()))
 
-    ranked = _rank(conn, ctx, dim, views, merged_count if blog_sets else constant_count,
-                   None if limit is None else offset + limit)
+    count = merged_count if blog_sets else constant_count
+    if compare is not None:
+        return _compared(conn, ctx, dim, views, n, count, limit, offset, sources)
+    ranked = _rank(conn, ctx, dim, views, count, None if limit is None else offset + limit)
     page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
-    return Aggregate(page, len(views), sum(views.values()), [SourceUse(s, counts.get(s, 0)) for s in p.sources()])
+    return Aggregate(page, len(views), sum(views.values()), sources)
+
+
+def _compared(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: dict[GroupKey, int], n: int,
+              count: Any, limit: int | None, offset: int, sources: list[SourceUse]) -> Aggregate:
+    """A page ranked over windows [0, n) alone, with each row's views in comparison window n + its window."""
+    current = {g: v for g, v in views.items() if g[0] < n}
+    before = {g: v for g, v in views.items() if g[0] >= n}
+    ranked = _rank(conn, ctx, dim, current, count, None if limit is None else offset + limit)
+    page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
+    names = _names(conn, ctx, dim, {g for _, g in before})
+    by_key = {(pidx - n, names[g][0]): v for (pidx, g), v in before.items()}
+    return Aggregate(page, len(current), sum(current.values()), sources,
+                     [by_key.get((r[0], r[1]), 0) for r in page], sum(before.values()))
+
+
+def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, offset: int,
+                   sources: list[SourceUse]) -> Aggregate:
+    """_compared for a cached part without a tail: the split of its ranked rows is computed once per part.
+
+    Rows are ranked by window first, so the rows of windows [0, n) are a prefix of `ranked`."""
+    split = part.derived.get(("compare", n))
+    if split is None:
+        k = sum(1 for pidx, _g in part.views if pidx < n)
+        by_key = {(r[0] - n, r[1]): r[3] for r in ranked[k:]}
+        split = (k, sum(r[3] for r in ranked[:k]), by_key, sum(by_key.values()))
+        part.derived[("compare", n)] = split  # same value whichever thread computes it first
+    k, total, by_key, total_before = split
+    key = ("compare", n, offset, limit)
+    page = part.pages.get(key)
+    if page is None:
+        page = SharedList(ranked[offset:k] if limit is None else ranked[offset:min(k, offset + limit)])
+        if len(part.pages) < _PAGES_PER_PART:
+            part.pages[key] = page
+    return Aggregate(page, k, total, sources, [by_key.get((r[0], r[1]), 0) for r in page], total_before)
 
 
 def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,

@@ -381,3 +381,58 @@ def performance(data: Data, *, granularity: str, start: int, end: int, zone: str
         label = f"{p.label} ({created} {'blog' if created == 1 else 'blogs'})"
         out.append(Point(p.start, p.end, label, n, created, growth, (a, b) != (p.start, p.end)))
     return out
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+def _wall_year_back(u: int, zone_name: str) -> int:
+    """One calendar year back as a wall-clock time written out and read again the contract's way (a DateTime
+    without an offset, in `zone_name`); Feb 29 is written as Feb 28."""
+    wall = utc(u).astimezone(ZoneInfo(zone_name)).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    year, rest = int(wall[:4]), wall[4:]
+    if rest.startswith("-02-29"):
+        rest = "-02-28" + rest[6:]
+    return parse_time(f"{year - 1:04d}{rest}", zone_name)
+
+
+def comparison_range(kind: str, start: int, end: int, zone_name: str) -> tuple[int, int]:
+    """CONTRACT 3's comparison range; a year back, bounds that meet or cross give the empty [start', start')."""
+    if kind == "PREVIOUS_PERIOD":
+        return start - (end - start), start
+    s, e = _wall_year_back(start, zone_name), _wall_year_back(end, zone_name)
+    return s, max(s, e)
+
+
+@dataclass(frozen=True)
+class Compared:
+    """What `compare` adds: per row key its previous views and change, and the comparison range's total."""
+
+    start: int
+    end: int
+    total: int
+    previous: dict[str, int]
+
+    def row(self, key: str, views: int) -> tuple[int, float | None]:
+        """(previousViews, change) of a row."""
+        before = self.previous.get(key, 0)
+        return before, None if before == 0 else round((views - before) / before * 100, 2)
+
+
+def compared(data: Data, *, kind: str, dimension: str, start: int | None, end: int, zone: str,
+             f: dict[str, Any] | None) -> Compared:
+    """The comparison of the range [start, end) (resolved as blogViews resolves it) by `dimension`."""
+    start, end = resolve_range(data, start, end)
+    return compared_over(data, dimension=dimension, start=start, end=end, f=f,
+                         over=comparison_range(kind, start, end, zone))
+
+
+def compared_over(data: Data, *, dimension: str, start: int, end: int, f: dict[str, Any] | None,
+                  over: tuple[int, int]) -> Compared:
+    """The comparison of [start, end) with the range `over` (for a range ending "now": the server's clock)."""
+    ps, pe = over
+    views = [v for v in matching(data, f) if ps <= v.viewed_at < pe]
+    previous: dict[str, int] = defaultdict(int)
+    for v in views:
+        previous[_key_label(data, dimension, v)[0]] += 1
+    return Compared(ps, pe, len(views), dict(previous))

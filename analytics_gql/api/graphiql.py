@@ -65,6 +65,16 @@ query DailyPerformance($start: DateTime!, $end: DateTime!) {
   }
 }
 """, {"start": month_ago.isoformat(), "end": today.isoformat()}),
+        Example("top-blogs-vs-previous-period", """\
+# The top blogs of the last 30 days against the 30 days before: previousViews and change (percent) per row.
+query TopBlogsVsPreviousPeriod($start: DateTime!, $end: DateTime!) {
+  top(dimension: BLOG, limit: 10, range: {start: $start, end: $end}, compare: PREVIOUS_PERIOD) {
+    totalViews
+    nodes { rank key label views previousViews change }
+    comparison { start end totalViews }
+  }
+}
+""", {"start": month_ago.isoformat(), "end": today.isoformat()}),
         Example("top-authors-filtered", """\
 # Top authors by views from readers in the US or the UK, excluding blogs based in the US.
 query TopAuthorsFiltered {

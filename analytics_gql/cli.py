@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from analytics_gql.settings import Settings
 
@@ -139,6 +139,99 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok or not args.no_repair else 3
 
 
+def _status_json(st: Any, max_lag: float | None) -> dict[str, Any]:
+    """The `status --json` document: rollupStatus's fields under the same names, then the operator's extras."""
+    from analytics_gql.domain.calendar import from_us
+
+    def iso(us: int | None) -> str | None:
+        return from_us(us).isoformat() if us is not None else None
+
+    rs = st.rollup
+    lag = st.lag_us / 1e6
+    return {
+        "watermark": iso(rs.watermark), "watermarkId": rs.watermark_id, "pendingEvents": rs.pending_events,
+        "oldestPending": None if st.oldest_pending_id is None else {
+            "id": st.oldest_pending_id, "viewedAt": iso(st.oldest_pending_viewed_at),
+            "ageSeconds": round((st.now - st.oldest_pending_viewed_at) / 1e6, 3)},
+        "lagSeconds": round(lag, 3), "maxLag": max_lag, "lagExceeded": max_lag is not None and lag > max_lag,
+        "lastRunAt": iso(rs.last_run_at),
+        "lastPass": None if st.last_run_ms is None else {"events": rs.last_run_events,
+                                                          "seconds": st.last_run_ms / 1000},
+        "timezone": rs.timezone,
+        "grains": [{"grain": g.grain, "rows": g.rows, "oldest": iso(g.oldest), "newest": iso(g.newest),
+                    "retainedFor": g.retained_for, "completeFrom": iso(st.horizons.get(g.grain) or None)}
+                   for g in rs.grains],
+        "tables": [{"name": t.name, "grain": t.grain, "shape": t.shape, "rows": t.rows, "bytes": t.bytes}
+                   for t in st.tables],
+        "asOf": iso(st.now),
+    }
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _status_lines(doc: dict[str, Any], colour: bool) -> list[str]:
+    """The readable `status` report (colours only when `colour`: a terminal, NO_COLOR unset)."""
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if colour else text
+
+    def when(iso: str | None) -> str:
+        return iso.replace("T", " ").replace("+00:00", " UTC") if iso else "never"
+
+    lag = doc["lagSeconds"]
+    lag_text = f"lag {lag:,.3f} s"
+    if doc["lagExceeded"]:
+        lag_text = paint(lag_text + f" > --max-lag {doc['maxLag']:g} s", "1;31")
+    elif doc["pendingEvents"]:
+        lag_text = paint(lag_text, "33")
+    else:
+        lag_text = paint(lag_text, "32")
+    lines = [f"watermark   {when(doc['watermark'])} (raw id {doc['watermarkId']:,})",
+             f"pending     {doc['pendingEvents']:,} event(s), {lag_text}"]
+    if doc["oldestPending"]:
+        op = doc["oldestPending"]
+        lines.append(f"oldest      id {op['id']:,}, viewed at {when(op['viewedAt'])} ({op['ageSeconds']:,.3f} s ago)")
+    last = doc["lastPass"]
+    lines.append(f"last pass   {when(doc['lastRunAt'])}" + (
+        f": {last['events']:,} event(s) in {last['seconds']:.3f} s" if last else ""))
+    lines.append(f"zone        {doc['timezone'] or '(no pass yet)'}")
+    kept = []
+    for g in doc["grains"]:
+        days = "forever" if g["retainedFor"] is None else f"{g['retainedFor']} d"
+        kept.append(f"{g['grain']} {days}" + (f" (complete from {when(g['completeFrom'])})"
+                                              if g["completeFrom"] else ""))
+    lines.append("retention   " + ", ".join(kept))
+    lines.append("")
+    lines.append(f"{'table':<24} {'grain':<6} {'shape':<11} {'rows':>12} {'size':>10}")
+    for t in doc["tables"]:
+        lines.append(f"{t['name']:<24} {t['grain']:<6} {t['shape'] or '-':<11} {t['rows']:>12,} "
+                     f"{_human_size(t['bytes']):>10}")
+    return lines
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the rollup lag and bookkeeping (exit 3 when the lag exceeds --max-lag)."""
+    import json
+
+    from analytics_gql import rollup
+
+    doc = _status_json(rollup.operator_status(_db(settings), settings), args.max_lag)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        print("\n".join(_status_lines(doc, colour)))
+    return 3 if doc["lagExceeded"] else 0
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     """Run a Dramatiq worker over Redis for the rollup actors."""
     _check_url(settings)
@@ -242,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", type=_positive_int, default=200, help="cells to recompute per rollup table")
     s.add_argument("--no-repair", action="store_true", help="report drift only")
     s.set_defaults(fn=cmd_audit)
+
+    s = sub.add_parser("status", help=cmd_status.__doc__)
+    s.add_argument("--json", action="store_true", help="one JSON document (rollupStatus's fields and more)")
+    s.add_argument("--max-lag", type=_non_negative_float, default=None, metavar="SECONDS",
+                   help="exit 3 when the oldest pending event may have waited longer than this")
+    s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("import", help=cmd_import.__doc__)
     s.add_argument("kind", choices=["authors", "blogs", "views"])

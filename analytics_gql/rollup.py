@@ -20,6 +20,7 @@ from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage import statistics as stats
+from analytics_gql.storage import status as operator
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import SHAPE_KEYS, grain_tables, rollup_tables
 
@@ -402,5 +403,11 @@ def status(db: Database, settings: Settings) -> store.RollupStatus:
         return store.status(conn, settings.retention_days)
 
 
-__all__ = ["AuditReport", "CompactReport", "PassResult", "audit", "catch_up", "chunk_size", "compact", "rebuild",
-           "refresh", "status", "Grain"]
+def operator_status(db: Database, settings: Settings) -> operator.OperatorStatus:
+    """What `analytics-gql status` prints, read in one snapshot (rollupStatus's data and more)."""
+    with db.read() as conn:
+        return operator.read(conn, settings.retention_days, store.now_us())
+
+
+__all__ = ["AuditReport", "CompactReport", "PassResult", "audit", "catch_up", "chunk_size", "compact",
+           "operator_status", "rebuild", "refresh", "status", "Grain"]

@@ -29,7 +29,7 @@ def _check_url(settings: Settings) -> URL:
     unsupported = UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
                             "(use sqlite:///PATH or postgresql+psycopg://...)")
     try:
-        url = make_url(normalise_url(settings.database_url))
+        url = make_url(normalise_url(settings.db_url))
         dialect = url.get_dialect()
     except ArgumentError:
         raise unsupported from None

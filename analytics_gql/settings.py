@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SCOPES = ("read", "ingest", "admin")
@@ -16,10 +17,15 @@ GRAINS = ("hour", "day", "week", "month", "year")
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One API key and the scopes it grants (`admin` implies the others)."""
+    """One API key and the scopes it grants (`admin` implies the others). Its repr never shows the key."""
 
-    key: str
+    key: str = field(repr=False)
     scopes: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """What logs and metrics may show of the key: a fingerprint (`key-` and 8 hex digits of its SHA-256)."""
+        return "key-" + hashlib.sha256(self.key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
@@ -27,17 +33,17 @@ def parse_api_keys(raw: str | None) -> tuple[ApiKey, ...]:
     if not raw:
         return ()
     keys = []
-    for entry in raw.split(";"):
+    for number, entry in enumerate(raw.split(";"), 1):
         entry = entry.strip()
         if not entry:
             continue
         key, sep, scopes = entry.partition(":")
-        if not sep or not key.strip():
-            raise ValueError(f"API key entry {entry.split(':')[0][:2]}... must look like key:scope[,scope]")
+        if not sep or not key.strip():  # no part of the entry is shown: it may be a key missing its scopes
+            raise ValueError(f"API key entry {number} must look like key:scope[,scope]")
         names = {s.strip() for s in scopes.split(",") if s.strip()}
         bad = names - set(SCOPES)
         if bad or not names:
-            raise ValueError(f"unknown scope(s) {sorted(bad)}; use {', '.join(SCOPES)}")
+            raise ValueError(f"API key entry {number}: unknown scope(s) {sorted(bad)}; use {', '.join(SCOPES)}")
         if "admin" in names:
             names |= set(SCOPES)
         keys.append(ApiKey(key.strip(), frozenset(names)))
@@ -93,11 +99,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ANALYTICS_", env_file=".env", extra="ignore")
 
-    database_url: str = "sqlite:///./analytics.db"
-    redis_url: str | None = None
+    # Secrets (keys, and the passwords URLs may carry) are SecretStr: '**********' in a repr, a log line or an error;
+    # `db_url`, `redis_dsn` and `keys` give their values to the engine, the broker and the key check only.
+    database_url: SecretStr = SecretStr("sqlite:///./analytics.db")
+    redis_url: SecretStr | None = None
     timezone: str = "UTC"
     rollup_interval: int = Field(default=30, ge=1)
-    api_keys: str | None = None
+    api_keys: SecretStr | None = None
     # Compressive retention, opt-in: e.g. "raw=400d,hour=1095d" (day and coarser kept forever when absent).
     retention: str | None = None
     # Raw ids folded per pass transaction; unset: a per-database default (rollup.chunk_size).
@@ -130,9 +138,14 @@ class Settings(BaseSettings):
 
     @field_validator("api_keys")
     @classmethod
-    def _keys(cls, v: str | None) -> str | None:
-        parse_api_keys(v)
+    def _keys(cls, v: SecretStr | None) -> SecretStr | None:
+        parse_api_keys(v.get_secret_value() if v is not None else None)
         return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value().strip() else None
 
     @field_validator("retention")
     @classmethod
@@ -149,7 +162,7 @@ class Settings(BaseSettings):
     @property
     def keys(self) -> tuple[ApiKey, ...]:
         """The parsed API keys (empty = open, for local use)."""
-        return parse_api_keys(self.api_keys)
+        return parse_api_keys(self.api_keys.get_secret_value() if self.api_keys is not None else None)
 
     @property
     def retention_days(self) -> dict[str, int]:
@@ -162,6 +175,16 @@ class Settings(BaseSettings):
         return parse_rate_limit(self.rate_limit)
 
     @property
+    def db_url(self) -> str:
+        """ANALYTICS_DATABASE_URL in clear (password included): for the engine, Alembic and child processes only."""
+        return self.database_url.get_secret_value()
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """ANALYTICS_REDIS_URL in clear, or None (in-process jobs): for the broker's client only."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    @property
     def is_sqlite(self) -> bool:
         """True on the embedded default."""
-        return self.database_url.startswith("sqlite")
+        return self.db_url.startswith("sqlite")

@@ -102,13 +102,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="rounds per mode (reuse on / off, alternating)")
     a = p.parse_args()
     with ExitStack() as stack:
-        if a.database_url:
-            settings = Settings(database_url=a.database_url, rollup_interval=3600)
+        if a.db_url:
+            settings = Settings(database_url=a.db_url, rollup_interval=3600)
             db = Database(settings)
             stack.callback(db.dispose)
         else:
             db = stack.enter_context(throwaway_database(a.db, prefix="ag_bench_after"))
-            settings = Settings(database_url=db.settings.database_url, rollup_interval=3600)
+            settings = Settings(database_url=db.settings.db_url, rollup_interval=3600)
             t0 = time.perf_counter()
             loading.seed(db, authors=200, blogs=2_000, views=a.views, days=3 * 366 + 40, seed=1, progress=False)
             rollup.catch_up(db, settings, progress=False, quiet=True)

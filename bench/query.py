@@ -389,7 +389,7 @@ async def concurrent_rps(base: str, q: Question, clients: int, total: int) -> tu
 def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> None:
     prefix = os.environ.get("ANALYTICS_BENCH_DB_PREFIX", "ag_bench_q")  # helpers sharing a server use their own
     with tempfile.TemporaryDirectory(prefix="bench_query_") as d, \
-            (kept_database(a.database_url) if a.database_url else throwaway_database(kind, prefix=prefix)) as db:
+            (kept_database(a.db_url) if a.db_url else throwaway_database(kind, prefix=prefix)) as db:
         work = Path(d)
         t0 = time.perf_counter()
         fresh = loading.is_empty(db)
@@ -411,7 +411,7 @@ def run(kind: str, n: int, a: argparse.Namespace, report: dict[str, Any]) -> Non
         today = dt.datetime.now(dt.UTC).date()
         qs = questions(today)
         results = [Result(q) for q in qs]
-        url = db.settings.database_url
+        url = db.settings.db_url
         log = work.parent / f"bench_query_serve_{kind}.log"
         with server(url, log) as base, httpx.Client(base_url=base, timeout=120) as client:
             floor = time_http(client, Question("floor", "-", "UTC", today, today), a.requests, a.warmup, a.budget)[0]

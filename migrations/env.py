@@ -34,7 +34,7 @@ conn = config.attributes.get("connection")
 if conn is not None:
     run(conn)
 else:
-    url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+    url = config.get_main_option("sqlalchemy.url") or Settings().db_url
     db = Database(Settings(database_url=url))
     with db.engine.connect() as c:
         run(c)

@@ -22,9 +22,9 @@ def redis_client(settings: Settings) -> redis.Redis:
     redis-py's defaults would wait on a frozen server without a socket timeout and retry with backoff;
     one bounded attempt is enough here, since every caller is a tick that the next tick supersedes.
     """
-    assert settings.redis_url
+    assert settings.redis_dsn
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
+        settings.redis_dsn, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
         retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=30,
     )
 

@@ -65,9 +65,11 @@ def enqueue_refresh(settings: Settings) -> bool:
     with _lock:
         rt = _embedded
         if rt is None and settings.redis_url:
-            if settings.redis_url not in _redis:
-                _redis[settings.redis_url] = make_broker(settings)[1]
-            actors: Actors | None = _redis[settings.redis_url]
+            dsn = settings.redis_dsn
+            assert dsn is not None
+            if dsn not in _redis:
+                _redis[dsn] = make_broker(settings)[1]
+            actors: Actors | None = _redis[dsn]
         else:
             actors = rt.actors if rt is not None else None
     if actors is None:

@@ -30,7 +30,7 @@ def normalise_url(url: str) -> str:
 
 def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
     """A pooled engine for the configured database; nothing connects until first use."""
-    url = normalise_url(settings.database_url)
+    url = normalise_url(settings.db_url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_events(engine)

@@ -32,7 +32,7 @@ def alembic_config(db: Database) -> Config:
     """An Alembic Config pointing at the packaged migrations and at `db` (no alembic.ini needed)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
-    cfg.set_main_option("sqlalchemy.url", db.settings.database_url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", db.settings.db_url.replace("%", "%%"))
     return cfg
 
 

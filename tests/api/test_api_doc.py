@@ -62,7 +62,7 @@ def test_every_api_doc_example_answers_as_shown(db: Database, tmp_path: Path) ->
         (tmp_path / name).write_text(text, encoding="utf-8")
     settings = {k: v for k, v in doc.settings.items() if k != "ANALYTICS_DATABASE_URL"}
     since = dt.datetime.now(dt.UTC)
-    proc, base = _serve(db.settings.database_url, settings)
+    proc, base = _serve(db.settings.db_url, settings)
     try:
         problems = [p for ex in doc.examples for p in doc_examples.check(ex, base, tmp_path, since)]
     finally:

@@ -151,7 +151,7 @@ def test_comparisons_match_oracle(db: Database, api: Api, dataset: Any, rz: str,
     load(db, "blogs", [{"id": b.id, "title": b.title, "authorId": b.author, "createdAt": O.utc(b.created_at)
                         .isoformat(), **({"country": b.country} if b.country else {})} for b in blogs])
     load_views(db, views)
-    settings = Settings(database_url=db.settings.database_url, timezone=rz)
+    settings = Settings(database_url=db.settings.db_url, timezone=rz)
     truth = O.Data({a.id: a for a in authors}, {b.id: b for b in blogs}, list(views))
     anchors = [v.viewed_at for v in views + late]
     # A year after the data too, so that PREVIOUS_YEAR often lands on it.
@@ -202,10 +202,10 @@ def world(db: Database) -> Iterator[tuple[Database, TestClient, O.Data]]:
     load(db, "blogs", [{"id": b.id, "title": b.title, "authorId": b.author, "createdAt": O.utc(b.created_at)
                         .isoformat(), **({"country": b.country} if b.country else {})} for b in blogs])
     load_views(db, views[: len(views) // 2])
-    catch_up(db, Settings(database_url=db.settings.database_url), progress=False, quiet=True)
+    catch_up(db, Settings(database_url=db.settings.db_url), progress=False, quiet=True)
     load_views(db, views[len(views) // 2:])
     truth = O.Data({a.id: a for a in authors}, {b.id: b for b in blogs}, views)
-    with TestClient(create_app(Settings(database_url=db.settings.database_url), db)) as client:
+    with TestClient(create_app(Settings(database_url=db.settings.db_url), db)) as client:
         yield db, client, truth
 
 

@@ -90,7 +90,7 @@ def gql(client: TestClient, query: str, variables: dict[str, Any] | None = None,
 
 @pytest.fixture
 def client(db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=db.settings.database_url), db)) as c:
+    with TestClient(create_app(Settings(database_url=db.settings.db_url), db)) as c:
         yield c
 
 
@@ -127,7 +127,7 @@ def test_contract_examples_and_readme_and_graphiql_examples(db: Database, client
         failures = [f"{stage} case {i} ({c['kind']}): {why}" for i, c in enumerate(cases)
                     if (why := run_case(check, client, c))]
         assert not failures, "\n".join(failures)
-        catch_up(db, Settings(database_url=db.settings.database_url), progress=False, quiet=True)
+        catch_up(db, Settings(database_url=db.settings.db_url), progress=False, quiet=True)
 
     # CONTRACT section 2's NDJSON example lines load as they are (authors, blogs, views, in that order).
     contract = need(SHARED / "CONTRACT.md").read_text(encoding="utf-8")

@@ -125,7 +125,7 @@ def pair(db: Database) -> Iterator[Pair]:
 
 
 def _pair(db: Database, *extensions: type[SchemaExtension]) -> Iterator[Pair]:
-    s = Settings(database_url=db.settings.database_url, timezone="UTC")
+    s = Settings(database_url=db.settings.db_url, timezone="UTC")
     fast_schema, default_schema = build_schema(s, extensions=extensions), build_schema(s, fast=False,
                                                                                       extensions=extensions)
     assert fast_schema.execution_context_class is execution.FastExecutionContext

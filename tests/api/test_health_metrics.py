@@ -187,7 +187,7 @@ async def test_metrics_rows_ingested_and_rollup_lag(http: httpx.AsyncClient, db:
     assert sample(after, "analytics_rollup_last_pass_seconds") is None  # no pass has run yet
 
     before = time.time()
-    r = rollup.catch_up(db, Settings(database_url=db.settings.database_url), quiet=True)
+    r = rollup.catch_up(db, Settings(database_url=db.settings.db_url), quiet=True)
     after_pass = time.time()
     folded = await scrape(http)
     assert sample(folded, "analytics_rollup_pending_events") == 0

@@ -37,7 +37,7 @@ def lines(*records: object) -> bytes:
 
 
 async def client(db: Database, **kw: object) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(database_url=db.settings.database_url, **kw)  # type: ignore[arg-type]
+    settings = Settings(database_url=db.settings.db_url, **kw)  # type: ignore[arg-type]
     schema = strawberry.Schema(query=Query, extensions=schema_extensions(settings))
     app = create_app(settings, db=db, schema=schema)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:

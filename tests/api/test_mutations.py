@@ -34,7 +34,7 @@ def stored_views(db: Database) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def client(db: Database) -> Iterator[TestClient]:
     # The default 64 KB body cannot carry 10,000 views; the item limit is what is tested here.
-    settings = Settings(database_url=db.settings.database_url, max_body_bytes=1 << 20)
+    settings = Settings(database_url=db.settings.db_url, max_body_bytes=1 << 20)
     with TestClient(create_app(settings, db)) as c:
         yield c
 
@@ -111,7 +111,7 @@ def test_ten_thousand_items_a_call_and_not_one_more(client: TestClient, db: Data
 def test_scope_is_checked_before_the_input(db: Database) -> None:
     """A read-only key sending too many items is FORBIDDEN (its scope), not BAD_USER_INPUT (its input): the key is
     judged before anything it sent; an ingest key gets the limit's message. Nothing is stored either way."""
-    settings = Settings(database_url=db.settings.database_url, max_body_bytes=1 << 20, api_keys="r1:read;l1:ingest")
+    settings = Settings(database_url=db.settings.db_url, max_body_bytes=1 << 20, api_keys="r1:read;l1:ingest")
     views = [{"eventId": f"e{i}", "blogId": "b1", "viewedAt": "2025-02-01T12:00:00Z"} for i in range(10_001)]
     with TestClient(create_app(settings, db)) as c:
         for key, code in (("r1", "FORBIDDEN"), ("l1", "BAD_USER_INPUT")):

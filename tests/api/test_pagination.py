@@ -48,8 +48,8 @@ def client(db: Database) -> Iterator[TestClient]:
                           .isoformat(), **({"country": b.country} if b.country else {})} for b in BLOGS])
     ingest(db, "views", [{"blogId": v.blog, "viewedAt": O.utc(v.viewed_at).isoformat(),
                           **({"viewerCountry": v.viewer_country} if v.viewer_country else {})} for v in VIEWS])
-    catch_up(db, Settings(database_url=db.settings.database_url), progress=False, quiet=True)
-    with TestClient(create_app(Settings(database_url=db.settings.database_url), db)) as c:
+    catch_up(db, Settings(database_url=db.settings.db_url), progress=False, quiet=True)
+    with TestClient(create_app(Settings(database_url=db.settings.db_url), db)) as c:
         yield c
 
 

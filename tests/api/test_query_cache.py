@@ -114,7 +114,7 @@ def blog_record(b: O.Blog) -> dict[str, Any]:
 
 @contextmanager
 def world(db: Database, zone: str = "UTC", **settings: Any) -> Iterator[World]:
-    s = Settings(database_url=db.settings.database_url, timezone=zone, **settings)
+    s = Settings(database_url=db.settings.db_url, timezone=zone, **settings)
     with TestClient(create_app(s, db)) as client:
         w = World(db, client)
         w.authors(O.Author("a1", "Abebe", "ET"), O.Author("a2", "Bo", None))
@@ -128,7 +128,7 @@ def world(db: Database, zone: str = "UTC", **settings: Any) -> Iterator[World]:
 
 
 def settings_for(db: Database, zone: str = "UTC", **extra: Any) -> Settings:
-    return Settings(database_url=db.settings.database_url, timezone=zone, **extra)
+    return Settings(database_url=db.settings.db_url, timezone=zone, **extra)
 
 
 QUESTIONS: list[tuple[str, dict[str, Any] | None]] = [
@@ -220,7 +220,7 @@ def test_dimension_upserts_from_another_process(db: Database, tmp_path: Path) ->
         path = tmp_path / "blogs.ndjson"
         moved = O.Blog("b3", "Three", "a1", "KE", T0)
         path.write_bytes(orjson.dumps(blog_record(moved)) + b"\n")
-        env = {**os.environ, "ANALYTICS_DATABASE_URL": db.settings.database_url}
+        env = {**os.environ, "ANALYTICS_DATABASE_URL": db.settings.db_url}
         done = subprocess.run([CLI, "import", "blogs", str(path)], env=env, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr

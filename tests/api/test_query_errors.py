@@ -81,8 +81,8 @@ def load(db: Database) -> None:
 def client(db: Database) -> Iterator[TestClient]:
     """The app over a small loaded dataset, half of it rolled up."""
     load(db)
-    catch_up(db, Settings(database_url=db.settings.database_url), progress=False, quiet=True)
-    with TestClient(create_app(Settings(database_url=db.settings.database_url), db)) as c:
+    catch_up(db, Settings(database_url=db.settings.db_url), progress=False, quiet=True)
+    with TestClient(create_app(Settings(database_url=db.settings.db_url), db)) as c:
         yield c
 
 
@@ -297,7 +297,7 @@ def test_client_mistakes_are_not_logged_as_server_errors(client: TestClient, cap
 def test_data_compacted_away(db: Database) -> None:
     """HOUR over compacted time names the grain still kept (DAY); DAY-aligned questions stay exact."""
     load(db)
-    settings = Settings(database_url=db.settings.database_url, retention="raw=30d,hour=60d")
+    settings = Settings(database_url=db.settings.db_url, retention="raw=30d,hour=60d")
     catch_up(db, settings, progress=False, quiet=True)
     compact(db, settings)
     with TestClient(create_app(settings, db)) as client:
@@ -325,7 +325,7 @@ def test_growth_window_ending_in_compacted_raw_is_refused(db: Database) -> None:
     events of that hour last year: compacted (raw=30d), so the query is refused (CONTRACT 4), also when the moving
     ends of ranges ending now are read apart from the cached part (storage/queries._split_moving)."""
     load(db)
-    settings = Settings(database_url=db.settings.database_url, retention="raw=30d")
+    settings = Settings(database_url=db.settings.db_url, retention="raw=30d")
     catch_up(db, settings, progress=False, quiet=True)
     compact(db, settings)
     with TestClient(create_app(settings, db)) as client:
@@ -337,7 +337,7 @@ def test_compacted_day_grain_is_answered_from_kept_hours(db: Database) -> None:
     """CONTRACT 4: ANALYTICS_RETENTION=day=30d keeps hours and raw events: a daily series over compacted days is
     answered, exactly, from finer data (it was refused, naming RAW as a granularity to use)."""
     load(db)
-    settings = Settings(database_url=db.settings.database_url, retention="day=30d")
+    settings = Settings(database_url=db.settings.db_url, retention="day=30d")
     catch_up(db, settings, progress=False, quiet=True)
     report = compact(db, settings)
     assert report.deleted["day"] > 0
@@ -356,7 +356,7 @@ def test_open_start_after_raw_compaction_begins_at_the_data(db: Database, retent
              for d in range(5, 21) for h in range(0, d % 4 + 1)]
     for kind, records in (("authors", AUTHORS), ("blogs", BLOGS), ("views", march)):
         assert ingest_records(db, kind, records).rejected == 0  # type: ignore[arg-type]
-    settings = Settings(database_url=db.settings.database_url, retention=retention)
+    settings = Settings(database_url=db.settings.db_url, retention=retention)
     catch_up(db, settings, progress=False, quiet=True)
     report = compact(db, settings)
     assert report.deleted["raw"] == len(march) - (1 if db.sqlite else 0)  # SQLite keeps its highest id

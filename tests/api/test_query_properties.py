@@ -255,7 +255,7 @@ class Api:
 
     def client(self, zone: str) -> TestClient:
         if zone not in self.clients:
-            settings = Settings(database_url=self.db.settings.database_url, timezone=zone)
+            settings = Settings(database_url=self.db.settings.db_url, timezone=zone)
             # Entered once: a TestClient outside `with` starts an event loop thread per request.
             self.clients[zone] = self.stack.enter_context(TestClient(create_app(settings, self.db)))
         return self.clients[zone]
@@ -389,7 +389,7 @@ def test_queries_match_oracle(db: Database, dataset: Any, rz: str, data: st.Data
     load(db, "blogs", [{"id": b.id, "title": b.title, "authorId": b.author, "createdAt": O.utc(b.created_at)
                         .isoformat(), **({"country": b.country} if b.country else {})} for b in blogs])
     load_views(db, views)
-    settings = Settings(database_url=db.settings.database_url, timezone=rz)
+    settings = Settings(database_url=db.settings.db_url, timezone=rz)
     truth = O.Data({a.id: a for a in authors}, {b.id: b for b in blogs}, list(views))
     anchors = [v.viewed_at for v in views + late] + [b.created_at for b in blogs]
 
@@ -449,7 +449,7 @@ def test_dense_year_of_days_matches_oracle(db: Database, zone: str) -> None:
     load(db, "blogs", [{"id": b.id, "title": b.title, "authorId": b.author, "createdAt": O.utc(b.created_at)
                         .isoformat(), **({"country": b.country} if b.country else {})} for b in blogs])
     load_views(db, views[:1500])
-    catch_up(db, Settings(database_url=db.settings.database_url, timezone="UTC"), progress=False, quiet=True)
+    catch_up(db, Settings(database_url=db.settings.db_url, timezone="UTC"), progress=False, quiet=True)
     load_views(db, views[1500:])
     truth = O.Data({a.id: a for a in authors}, {b.id: b for b in blogs}, views)
     r = {"start": "2024-01-01", "end": "2025-01-01"}
@@ -474,7 +474,7 @@ def test_unfiltered_series_mixing_rollup_totals_raw_edges_and_tail(db: Database)
     load(db, "blogs", [{"id": b.id, "title": b.title, "authorId": b.author, "createdAt": O.utc(b.created_at)
                         .isoformat(), **({"country": b.country} if b.country else {})} for b in blogs])
     load_views(db, views[:700])
-    catch_up(db, Settings(database_url=db.settings.database_url, timezone="UTC"), progress=False, quiet=True)
+    catch_up(db, Settings(database_url=db.settings.db_url, timezone="UTC"), progress=False, quiet=True)
     load_views(db, views[700:])
     truth = O.Data({a.id: a for a in authors}, {b.id: b for b in blogs}, views)
     r = {"start": "2023-01-01T07:00:00", "end": "2023-02-10"}

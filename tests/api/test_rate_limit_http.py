@@ -40,7 +40,7 @@ def refused(wait: int, rule: str) -> dict[str, object]:
 @asynccontextmanager
 async def serving(db: Database, **kw: str) -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
     """One app; `client(address)` gives an HTTP client seen by the app as coming from that address."""
-    app = create_app(Settings(database_url=db.settings.database_url, **kw), db=db)  # type: ignore[arg-type]
+    app = create_app(Settings(database_url=db.settings.db_url, **kw), db=db)  # type: ignore[arg-type]
     clients: list[httpx.AsyncClient] = []
 
     def client(address: str = "127.0.0.1") -> httpx.AsyncClient:

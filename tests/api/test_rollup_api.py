@@ -79,7 +79,7 @@ def domain_as_json(s: store.RollupStatus) -> dict[str, Any]:
 
 @pytest.fixture
 def settings(db: Database) -> Settings:
-    return Settings(database_url=db.settings.database_url, api_keys=KEYS, timezone=ZONE, retention="hour=30d")
+    return Settings(database_url=db.settings.db_url, api_keys=KEYS, timezone=ZONE, retention="hour=30d")
 
 
 @pytest.fixture

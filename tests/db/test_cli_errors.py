@@ -27,7 +27,8 @@ def run(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ({"timezone": "Mars/Base"}, "error: ANALYTICS_TIMEZONE: unknown IANA time zone 'Mars/Base'\n"),
     ({"retention": "raw=0d"}, "error: ANALYTICS_RETENTION: retention entry 'raw=0d': days must be a positive whole "
                               "number\n"),
-    ({"api_keys": "k1:root"}, "error: ANALYTICS_API_KEYS: unknown scope(s) ['root']; use read, ingest, admin\n"),
+    ({"api_keys": "k1:root"}, "error: ANALYTICS_API_KEYS: API key entry 1: unknown scope(s) ['root']; use read, "
+                              "ingest, admin\n"),
     ({"rollup_interval": "0"}, "error: ANALYTICS_ROLLUP_INTERVAL: Input should be greater than or equal to 1\n"),
     ({"database_url": "nonsense://x"}, "error: ANALYTICS_DATABASE_URL: not a supported database URL "
                                        "(use sqlite:///PATH or postgresql+psycopg://...)\n"),

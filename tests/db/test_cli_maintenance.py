@@ -36,7 +36,7 @@ def test_audit_no_repair_exits_3_and_changes_nothing_then_audit_repairs(db: Data
     """One drifted day cell: `audit --no-repair` names it, exits 3 and leaves it as it was; `audit` repairs it
     (exit 0) and the rollups are exact again; a third audit finds no drift. The data (40 events over three days of
     one week) is small enough that the default sample recomputes every stored cell, so the counts are exact."""
-    url = db.settings.database_url
+    url = db.settings.db_url
     lo = 1_736_208_000_000_000  # 2025-01-07, a Tuesday
     evs: list[Event] = [(1 + i % 3, ("US", None, "IN")[i % 3], lo + (i * 7919 % 72) * HOUR_US + i) for i in range(40)]
     add_events(db, evs)
@@ -80,7 +80,7 @@ def test_compact_deletes_exactly_what_the_retention_policy_says(db: Database, tm
     older than the hour-aligned now - 30 days (keeping an older row not folded yet) and the hour cells before
     now - 60 days, leaves day and coarser grains whole, records both horizons and prints them. Every event lies at
     least 12 h from a horizon, so the command's clock, seconds after ours, draws the same lines."""
-    url = db.settings.database_url
+    url = db.settings.db_url
     now = store.now_us()
     ages = [0.5, 10, 29.5, 30.5, 59.5, 60.5, 90]  # days
     folded: list[Event] = [(1 + i % 2, ("US", "IN", None)[i % 3], now - int(a * DAY_US)) for i, a in enumerate(ages)]

@@ -35,7 +35,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def env(db: Database, **extra: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("ANALYTICS_") and k != "NO_COLOR"}
-    out["ANALYTICS_DATABASE_URL"] = db.settings.database_url
+    out["ANALYTICS_DATABASE_URL"] = db.settings.db_url
     out.update({f"ANALYTICS_{k.upper()}": v for k, v in extra.items()})
     return out
 
@@ -94,7 +94,7 @@ def test_json_agrees_with_rollup_status_and_an_independent_count(db: Database, t
     add_events(db, evs)
     rollup.refresh(db, db.settings)
     add_events(db, [(2, "FR", T0 + 5)])  # one pending
-    settings = Settings(database_url=db.settings.database_url, retention="hour=30d")
+    settings = Settings(database_url=db.settings.db_url, retention="hour=30d")
     with TestClient(create_app(settings, db)) as client:
         api = client.post("/graphql", json={"query": STATUS}).json()["data"]["rollupStatus"]
     rc, doc = status(db, tmp_path, retention="hour=30d")

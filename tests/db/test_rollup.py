@@ -45,7 +45,7 @@ HI = to_us(dt.datetime(2035, 1, 1, tzinfo=dt.UTC))
 
 def with_settings(db: Database, **kw: object) -> tuple[Database, Settings]:
     """The test database with other settings (zone, chunk size, retention)."""
-    s = Settings(database_url=db.settings.database_url, **kw)
+    s = Settings(database_url=db.settings.db_url, **kw)
     return Database(s), s
 
 
@@ -326,7 +326,7 @@ def test_status_reports_watermark_pending_and_grains(db: Database) -> None:
     before = store.now_us()
     rollup.refresh(db, db.settings)
     add_events(db, [(3, "IN", t0)])
-    s = rollup.status(db, Settings(database_url=db.settings.database_url, retention="hour=30d"))
+    s = rollup.status(db, Settings(database_url=db.settings.db_url, retention="hour=30d"))
     assert s.pending_events == 1 and s.watermark_id == 3
     assert s.watermark is not None and before <= s.watermark <= store.now_us()
     assert s.last_run_at is not None and s.last_run_at >= s.watermark and s.last_run_events == 3

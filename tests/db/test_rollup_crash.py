@@ -22,7 +22,7 @@ N = 80_000
 def test_sigkill_mid_pass_then_exact(db: Database) -> None:
     """Acceptance 3: kill -9 the rollup process after its first chunk committed, while the next is in flight."""
     bulk_events(db, N)
-    env = {**os.environ, "ANALYTICS_DATABASE_URL": db.settings.database_url, "ANALYTICS_ROLLUP_CHUNK": "10000"}
+    env = {**os.environ, "ANALYTICS_DATABASE_URL": db.settings.db_url, "ANALYTICS_ROLLUP_CHUNK": "10000"}
     proc = subprocess.Popen([sys.executable, "-m", "analytics_gql.cli", "rollup"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wm = 0

@@ -125,7 +125,7 @@ def test_long_copy_during_a_pass_never_stalls_ingest(pg: Database) -> None:
 
 def test_hung_statement_is_cancelled_and_changes_nothing(pg: Database) -> None:
     """F10: a pass blocked on a locked rollup table hits statement_timeout, rolls back, and the next pass is exact."""
-    s = Settings(database_url=pg.settings.database_url, statement_timeout_ms=500)
+    s = Settings(database_url=pg.settings.db_url, statement_timeout_ms=500)
     d = Database(s)
     add_events(d, [(1, "US", LO + i * HOUR_US) for i in range(20)])
     try:
@@ -149,7 +149,7 @@ def test_hung_statement_is_cancelled_and_changes_nothing(pg: Database) -> None:
 def test_connection_killed_mid_pass(pg: Database) -> None:
     """F11 (server side): the pass's backend terminated mid-transaction leaves nothing half-done."""
     bulk_events(pg, 60_000)
-    s = Settings(database_url=pg.settings.database_url, rollup_chunk=15_000)
+    s = Settings(database_url=pg.settings.db_url, rollup_chunk=15_000)
     d = Database(s)
     failures: list[BaseException] = []
 
@@ -221,7 +221,7 @@ def test_rollup_command_gives_up_with_exit_1_while_writers_stay_busy(pg: Databas
     """`analytics-gql rollup --wait S`: a writer holding view_events for longer than S makes the command fail
     (exit 1, saying why) instead of reporting success; once the writer commits it folds everything, exit 0."""
     add_events(pg, [(1, "US", LO + i * HOUR_US) for i in range(5)])
-    env = {**os.environ, "ANALYTICS_DATABASE_URL": pg.settings.database_url}
+    env = {**os.environ, "ANALYTICS_DATABASE_URL": pg.settings.db_url}
     cli = [str(Path(sys.executable).with_name("analytics-gql")), "rollup", "--wait", "1"]
     with pg.engine.connect() as writer:
         tx = writer.begin()

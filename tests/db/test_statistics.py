@@ -56,7 +56,7 @@ def test_seed_rollup_rebuild_and_compaction_analyse_what_they_changed(db: Databa
     before = start_counting(db)
     seed(db, authors=3, blogs=6, views=3000, days=60, seed=7, progress=False)
     assert analysed_since(db, before) == {"authors", "blogs", "view_events"}
-    settings = Settings(database_url=db.settings.database_url)
+    settings = Settings(database_url=db.settings.db_url)
     before = start_counting(db)
     catch_up(db, settings, progress=False, quiet=True)
     rollups = {"views_hour_total", "views_day_by_blog", "views_day_by_country", "views_month", "views_year"}
@@ -70,7 +70,7 @@ def test_seed_rollup_rebuild_and_compaction_analyse_what_they_changed(db: Databa
     assert rollups <= analysed_since(db, before)
     before = start_counting(db)
     now = int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
-    report = compact(db, Settings(database_url=db.settings.database_url, retention="raw=20d,hour=30d"), now_us=now)
+    report = compact(db, Settings(database_url=db.settings.db_url, retention="raw=20d,hour=30d"), now_us=now)
     assert report.deleted["raw"] > 0 and report.deleted["hour"] > 0
     assert analysed_since(db, before) >= {"view_events", "views_hour_total", "views_hour_by_country"}
     assert not analysed_since(db, before) & {"views_day_by_blog", "authors"}
@@ -78,7 +78,7 @@ def test_seed_rollup_rebuild_and_compaction_analyse_what_they_changed(db: Databa
 
 def test_a_large_scheduled_pass_analyses_and_a_small_one_does_not(db: Database) -> None:
     seed(db, authors=2, blogs=4, views=1500, days=10, seed=3, progress=False)
-    settings = Settings(database_url=db.settings.database_url)
+    settings = Settings(database_url=db.settings.db_url)
     before = start_counting(db)
     refresh(db, settings)  # 1,500 events after none folded: more than 1,000 + 10%
     assert {"view_events", "views_day_by_blog"} <= analysed_since(db, before)
@@ -122,7 +122,7 @@ def unanalysed_pg() -> Iterator[Database]:
         rows = sorted((rnd.randrange(now - 100 * DAY, now - HOUR), rnd.choice(ids)) for _ in range(300_000))
         with db.write() as conn:
             ingest.insert_views(conn, [(None, b, None, "KE", t) for t, b in rows])
-        refresh(db, Settings(database_url=db.settings.database_url), wait=True, analyze=False)
+        refresh(db, Settings(database_url=db.settings.db_url), wait=True, analyze=False)
         with db.write() as conn:
             ingest.insert_views(conn, [(None, rnd.choice(ids), None, "US", now - rnd.randrange(HOUR))
                                        for _ in range(2000)])

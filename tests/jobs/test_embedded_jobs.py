@@ -31,7 +31,7 @@ def events(r: random.Random, n: int) -> list[tuple[int, str | None, int]]:
 
 def test_scheduler_enqueues_and_in_process_worker_folds(db: Database) -> None:
     """Acceptance 4 (embedded): ingest while the runtime runs; the rollups catch up by themselves, exactly."""
-    s = Settings(database_url=db.settings.database_url, rollup_interval=1)
+    s = Settings(database_url=db.settings.db_url, rollup_interval=1)
     rt = runtime.start_embedded(s)
     r = random.Random(1)
     try:
@@ -50,7 +50,7 @@ def test_scheduler_enqueues_and_in_process_worker_folds(db: Database) -> None:
 
 def test_duplicate_messages_and_three_schedulers_do_not_double_count(db: Database) -> None:
     """F3/F4/R5: three schedulers, four worker threads and bursts of duplicate sends while ingest runs."""
-    s = Settings(database_url=db.settings.database_url, rollup_interval=1)
+    s = Settings(database_url=db.settings.db_url, rollup_interval=1)
     rt = runtime.start_embedded(s, scheduler=False, threads=4)
     scheds = [make_scheduler(s, rt.actors) for _ in range(3)]
     r = random.Random(2)
@@ -101,7 +101,7 @@ def test_runtime_stop_waits_for_a_running_pass(db: Database) -> None:
     from analytics_gql import rollup
 
     bulk_events(db, 30_000)
-    s = Settings(database_url=db.settings.database_url, rollup_interval=1, rollup_chunk=500)
+    s = Settings(database_url=db.settings.db_url, rollup_interval=1, rollup_chunk=500)
     rt = runtime.start_embedded(s)
     deadline = time.monotonic() + 30
     while not 0 < rollup.status(db, s).watermark_id < 30_000:  # a pass is in the middle of the backlog
@@ -165,7 +165,7 @@ def test_scheduler_jobs_coalesce_and_never_overlap(tmp_path: Path) -> None:
         fields = {f.name: str(f) for f in trig.fields}
         assert (fields["hour"], fields["minute"]) == (hour, minute) and jobs[name].misfire_grace_time == 3600
     assert jobs["audit_rollups"].args == ()  # the sample size is bound in the sender
-    no_policy = make_scheduler(Settings(database_url=s.database_url, rollup_interval=1), actors)
+    no_policy = make_scheduler(Settings(database_url=s.db_url, rollup_interval=1), actors)
     assert {j.id for j in no_policy.get_jobs()} == {"refresh_rollups", "audit_rollups"}
     # Behaviour: a send blocking 2.5 s with 1 s ticks never runs twice at once.
     sched.resume()

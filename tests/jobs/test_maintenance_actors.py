@@ -38,7 +38,7 @@ def test_compact_actor_deletes_exactly_the_folded_raw_rows_past_the_horizon(db: 
     with db.read() as conn:
         before = stored(conn)
         wm = store.watermark(conn)
-    s = Settings(database_url=db.settings.database_url, retention="raw=30d")
+    s = Settings(database_url=db.settings.db_url, retention="raw=30d")
     rt = runtime.start_embedded(s, scheduler=False)
     try:
         t0 = store.now_us()
@@ -94,7 +94,7 @@ def test_audit_actor_repairs_corrupted_cells_and_records_the_run(db: Database) -
                                                            day_blog.c.blog_id == blog)).scalar() == views + 7
         assert stored(conn)[(Grain.MONTH, Shape.FULL)][gone] == 0
         assert store.read_state(conn).last_audit_at is None  # type: ignore[union-attr]
-    rt = runtime.start_embedded(Settings(database_url=db.settings.database_url), scheduler=False)
+    rt = runtime.start_embedded(Settings(database_url=db.settings.db_url), scheduler=False)
     try:
         t0 = store.now_us()
         rt.actors.audit.send(200)

@@ -52,11 +52,11 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 def test_worker_and_three_schedulers_over_redis(db: Database, redis_url: str) -> None:
     """Acceptance 4 / R5: a real worker process and three scheduler processes; duplicates never double count."""
-    env = {"ANALYTICS_DATABASE_URL": db.settings.database_url, "ANALYTICS_REDIS_URL": redis_url,
+    env = {"ANALYTICS_DATABASE_URL": db.settings.db_url, "ANALYTICS_REDIS_URL": redis_url,
            "ANALYTICS_ROLLUP_INTERVAL": "1"}
     procs = [cli(["worker", "--threads", "2"], env)] + [cli(["scheduler"], env) for _ in range(3)]
     r = random.Random(3)
-    s = Settings(database_url=db.settings.database_url, redis_url=redis_url)
+    s = Settings(database_url=db.settings.db_url, redis_url=redis_url)
     try:
         for _ in range(4):
             add_events(db, events(r, 250))
@@ -74,9 +74,9 @@ def test_worker_and_three_schedulers_over_redis(db: Database, redis_url: str) ->
 def test_worker_sigkill_mid_actor_then_exact(db: Database, redis_url: str) -> None:
     """F9 / R4: kill -9 the worker while it folds a backlog; the next worker's pass makes the totals exact."""
     bulk_events(db, 60_000)
-    env = {"ANALYTICS_DATABASE_URL": db.settings.database_url, "ANALYTICS_REDIS_URL": redis_url,
+    env = {"ANALYTICS_DATABASE_URL": db.settings.db_url, "ANALYTICS_REDIS_URL": redis_url,
            "ANALYTICS_ROLLUP_CHUNK": "5000"}
-    s = Settings(database_url=db.settings.database_url, redis_url=redis_url)
+    s = Settings(database_url=db.settings.db_url, redis_url=redis_url)
     worker = cli(["worker", "--threads", "1"], env)
     try:
         assert runtime.enqueue_refresh(s)
@@ -101,7 +101,7 @@ def test_worker_sigkill_mid_actor_then_exact(db: Database, redis_url: str) -> No
 
 def test_frozen_redis_never_blocks_a_tick(db: Database, private_redis: PrivateRedis) -> None:
     """F7 / R3: Redis SIGSTOPped: sends give up within 3 s, ingest and passes stay exact; SIGCONT resumes."""
-    s = Settings(database_url=db.settings.database_url, redis_url=private_redis.url, redis_timeout=1.0)
+    s = Settings(database_url=db.settings.db_url, redis_url=private_redis.url, redis_timeout=1.0)
     broker, actors = make_broker(s)
     tick = _sender(actors.refresh)
     try:
@@ -126,7 +126,7 @@ def test_frozen_redis_never_blocks_a_tick(db: Database, private_redis: PrivateRe
 
 def test_redis_killed_then_restarted_empty(db: Database, private_redis: PrivateRedis) -> None:
     """F6 / F8 / R3: Redis killed during ticks, then restarted empty: the worker reconnects and catches up."""
-    env = {"ANALYTICS_DATABASE_URL": db.settings.database_url, "ANALYTICS_REDIS_URL": private_redis.url,
+    env = {"ANALYTICS_DATABASE_URL": db.settings.db_url, "ANALYTICS_REDIS_URL": private_redis.url,
            "ANALYTICS_ROLLUP_INTERVAL": "1", "ANALYTICS_REDIS_TIMEOUT": "1"}
     procs = [cli(["worker", "--threads", "1"], env), cli(["scheduler"], env)]
     r = random.Random(5)

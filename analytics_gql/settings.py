@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     quick_reads: bool = False
     # Token bucket per API key (per client address when open) on the data endpoints, e.g. "20/s, burst 40".
     rate_limit: str | None = None
+    # Logs of serve, worker and scheduler: auto (JSON lines unless stderr is a terminal), json or text.
+    log_format: str = "auto"
+    # OpenTelemetry spans for GraphQL operations (Strawberry's extension; needs the `otel` extra). Exporter from the
+    # standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
+    tracing: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -151,6 +156,13 @@ class Settings(BaseSettings):
     @classmethod
     def _retention(cls, v: str | None) -> str | None:
         parse_retention(v)
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("auto", "json", "text"):
+            raise ValueError(f"{v[:20]!r}: use auto, json or text")
         return v
 
     @field_validator("rate_limit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +33,9 @@ from analytics_gql.storage import schema as migrations
 from analytics_gql.storage.engine import Database
 
 log = logging.getLogger("analytics_gql.api")
+# One line per request (logs.REQUEST_FIELDS): INFO for the data endpoints, DEBUG for probes, metrics and statics.
+request_log = logging.getLogger("analytics_gql.requests")
+_OPERATION_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
 T = TypeVar("T")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -84,7 +88,7 @@ def _route_label(path: str) -> str:
         return "/ingest"
     if path.startswith("/static/"):
         return "/static"
-    if path in ("/graphql", "/healthz", "/readyz", "/metrics"):
+    if path in ("/graphql", "/export", "/dashboard", "/healthz", "/readyz", "/metrics"):
         return path
     return "other"
 
@@ -118,6 +122,7 @@ class Gate:
         route = _route_label(scope["path"])
         status_seen = 500
         started = False
+        t0 = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status_seen, started
@@ -157,6 +162,24 @@ class Gate:
                 await json_response(body, 500)(scope, receive, send_with_id)
         finally:
             metrics.HTTP_REQUESTS.labels(route, str(status_seen)).inc()
+            self.log_request(scope, state, route, status_seen, time.perf_counter() - t0)
+
+    def log_request(self, scope: Scope, state: dict[str, Any], route: str, status: int, seconds: float) -> None:
+        """The request's log line: id, method, route (never the URL), status, duration, key name (never the key),
+        GraphQL operation name and error codes; no header, query string or body."""
+        level = logging.INFO if route in ("/graphql", "/ingest", "/export") and scope["method"] != "GET" \
+            else logging.DEBUG
+        if not request_log.isEnabledFor(level):
+            return
+        caller = state.get("caller")
+        key = caller.key_name if caller is not None and caller.authenticated else None
+        operation = state.get("operation")
+        request_log.log(level, "%s %s %d %.1f ms", scope["method"], route, status, seconds * 1000, extra={
+            "request_id": state.get("request_id"), "method": scope["method"], "route": route, "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "key": key if key is not None else ("open" if not self.keys else None),
+            "operation": operation if isinstance(operation, str) and _OPERATION_NAME.match(operation) else None,
+            "errors": state.get("error_codes")})
 
 
 def _context(request: Request, settings: Settings, db: Database, limiter: anyio.CapacityLimiter) -> Context:
@@ -228,6 +251,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
             return error_response(400, "'variables' must be a JSON object", "BAD_USER_INPUT")
         if operation is not None and not isinstance(operation, str):
             return error_response(400, "'operationName' must be a string", "BAD_USER_INPUT")
+        request.state.operation = operation
         ctx = _context(request, settings, database, limiter)
         try:
             result = await gql.execute(query, variable_values=variables, context_value=ctx, operation_name=operation)
@@ -241,6 +265,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         if result.errors:
             errors = [_formatted(e, ctx.request_id, suggestions=settings.introspection) for e in result.errors]
             body = {"errors": errors, "data": result.data}
+            request.state.error_codes = sorted({str((e.get("extensions") or {}).get("code")) for e in errors})
         return json_response(body)
 
     async def ingest(request: Request) -> Response:

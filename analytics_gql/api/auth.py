@@ -20,6 +20,7 @@ class Caller:
     authenticated: bool
     scopes: frozenset[str]
     problem: str | None = None  # why authentication failed, safe to show
+    key_name: str | None = None  # the matched key's fingerprint (ApiKey.name), for logs; None when open
 
 
 OPEN = Caller(True, ALL_SCOPES)
@@ -73,4 +74,4 @@ def authenticate(keys: tuple[ApiKey, ...], headers: dict[bytes, bytes], query_st
     match = match_key(keys, presented)
     if match is None:
         return Caller(False, frozenset(), "the API key is not valid")
-    return Caller(True, match.scopes)
+    return Caller(True, match.scopes, key_name=match.name)

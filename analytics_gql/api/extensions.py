@@ -156,7 +156,13 @@ def schema_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]
     if not settings.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     suggestions = settings.introspection
+    tracing: list[Callable[[], SchemaExtension]] = []
+    if settings.tracing:
+        from analytics_gql.api import tracing as otel
+
+        tracing.append(otel.extension())
     return [
+        *tracing,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: AddValidationRules(rules),
         lambda: ParserCache(maxsize=CACHE_SIZE),

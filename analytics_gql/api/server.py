@@ -118,7 +118,11 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     the default handler that killed the process there and then, before the in-process worker and scheduler were
     stopped (and with exit status -15). Ours unwinds instead: the jobs stop, and `serve` exits 0.
     """
-    logs.configure()
+    logs.configure(settings.log_format)
+    if settings.tracing:
+        from analytics_gql.api import tracing
+
+        tracing.install_exporter()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     jobs = None

@@ -64,7 +64,7 @@ def run_forever(settings: Settings) -> None:
     """The `scheduler` command: over Redis it only enqueues; embedded it also runs an in-process worker."""
     from analytics_gql.jobs import runtime
 
-    logs.configure()
+    logs.configure(settings.log_format)
     if not settings.redis_url:
         log.info("ANALYTICS_REDIS_URL unset: running the scheduler with an in-process worker")
         rt = runtime.start_embedded(settings)

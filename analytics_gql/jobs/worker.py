@@ -20,7 +20,7 @@ def run(settings: Settings, threads: int) -> int:
     from analytics_gql.jobs.broker import make_broker
     from analytics_gql.jobs.scheduler import wait_for_signal
 
-    logs.configure()
+    logs.configure(settings.log_format)
     broker, actors = make_broker(settings)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=max(1, threads), worker_timeout=1000)

@@ -5,6 +5,7 @@ each captured line of stdout, stderr and the server's log is searched for them."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,20 +108,28 @@ def test_every_command_and_a_live_server_keep_the_secrets(db_url: str, tmp_path:
     text = log.read_text()
     assert f"127.0.0.1:{port}" in text  # the log was captured (uvicorn names the address it serves)
     assert_no_secret(text, "serve's log")
+    # Not a terminal: JSON lines (ANALYTICS_LOG_FORMAT=auto), the requests among them, named by key fingerprint.
+    docs = [json.loads(line) for line in text.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= d.keys() for d in docs)
+    requests = [d for d in docs if d["logger"] == "analytics_gql.requests"]
+    assert [(d["status"], d.get("key")) for d in requests if d["route"] == "/graphql"][:5] == [
+        (200, ApiKey(READ_KEY, frozenset()).name), (200, ApiKey(ADMIN_KEY, frozenset()).name), (401, None),
+        (401, None), (200, ApiKey(INGEST_KEY, frozenset()).name)]
 
 
 def exercise(base: str) -> None:
     """Good and bad calls with right, wrong and near-miss keys; every answer is searched too."""
     answers = []
-    q = {"query": "{ top(dimension: BLOG, limit: 3) { rows { key views } } }"}
+    q = {"query": "{ top(dimension: BLOG, limit: 3) { totalViews nodes { key views } } }"}
     for headers in ({"Authorization": f"Bearer {READ_KEY}"}, {"X-API-Key": ADMIN_KEY}, {},
                     {"Authorization": f"Bearer {READ_KEY}x"}, {"Authorization": f"Bearer {INGEST_KEY}"}):
         answers.append(httpx.post(f"{base}/graphql", json=q, headers=headers, timeout=30))
     assert [r.status_code for r in answers] == [200, 200, 401, 401, 200]
+    assert answers[0].json()["data"]["top"]["totalViews"] == 2000
     read = {"Authorization": f"Bearer {READ_KEY}"}
     answers += [
-        httpx.post(f"{base}/graphql", json={"query": "{ top(dimension: BLOG, timeZone: \"Mars/Base\") { total } }"},
-                   headers=read, timeout=30),
+        httpx.post(f"{base}/graphql", headers=read, timeout=30,
+                   json={"query": '{ top(dimension: BLOG, timeZone: "Mars/Base") { totalViews } }'}),
         httpx.post(f"{base}/graphql", json={"query": "mutation { refreshRollups { enqueued } }"}, headers=read,
                    timeout=30),
         httpx.post(f"{base}/graphql?api_key={READ_KEY}", json=q, timeout=30),

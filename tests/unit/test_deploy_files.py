@@ -217,3 +217,13 @@ def test_the_image_runs_as_a_non_root_user() -> None:
     assert users, "the final stage sets no USER (it would run as root)"
     # The last USER is the one the entry point runs as.
     assert users[-1].split(":")[0] not in ("root", "0"), users
+
+
+def test_readme_lists_every_setting() -> None:
+    """Every ANALYTICS_* variable Settings reads has a row in the README's settings table."""
+    from analytics_gql.settings import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f"ANALYTICS_{name.upper()}" for name in Settings.model_fields
+               if f"`ANALYTICS_{name.upper()}`" not in readme]
+    assert missing == []

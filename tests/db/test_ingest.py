@@ -176,9 +176,8 @@ def test_seed_refuses_views_without_blogs(db: Database) -> None:
         loading.seed(db, authors=1, blogs=0, views=10, days=1, progress=False)
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL staging path
 def test_pg_staging_skips_stored_and_repeated_ids(db: Database) -> None:
-    if db.sqlite:
-        pytest.skip("PostgreSQL staging path")
     load_dims(db)
     with db.read() as conn:
         b1 = ingest.blog_ids(conn, ["b1"])["b1"]
@@ -192,9 +191,8 @@ def test_pg_staging_skips_stored_and_repeated_ids(db: Database) -> None:
 
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL only: SQLite has a single writer
 def test_pg_concurrent_writer_of_the_same_event_id_wins_once(db: Database) -> None:
-    if db.sqlite:
-        pytest.skip("PostgreSQL only: SQLite has a single writer")
     load_dims(db)
     with db.read() as conn:
         b1 = ingest.blog_ids(conn, ["b1"])["b1"]
@@ -217,9 +215,8 @@ def test_pg_concurrent_writer_of_the_same_event_id_wins_once(db: Database) -> No
 
 
 @pytest.mark.parametrize("error", ["UniqueViolation", "DeadlockDetected"])
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL direct COPY path
 def test_pg_direct_copy_falls_back_to_staging(db: Database, monkeypatch: pytest.MonkeyPatch, error: str) -> None:
-    if db.sqlite:
-        pytest.skip("PostgreSQL direct COPY path")
     import psycopg
 
     load_dims(db)
@@ -247,9 +244,8 @@ def test_pg_direct_copy_falls_back_to_staging(db: Database, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(("direct_a", "direct_b"), [(False, False), (True, False)], ids=["staging", "copy-staging"])
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL only: SQLite has a single writer
 def test_pg_writers_of_the_same_ids_in_crossed_orders_both_finish(db: Database, direct_a: bool, direct_b: bool) -> None:
-    if db.sqlite:
-        pytest.skip("PostgreSQL only: SQLite has a single writer")
     load_dims(db)
     with db.read() as conn:
         b1 = ingest.blog_ids(conn, ["b1"])["b1"]
@@ -281,9 +277,8 @@ def test_pg_writers_of_the_same_ids_in_crossed_orders_both_finish(db: Database, 
 
 
 @pytest.mark.parametrize("kind", ["authors", "blogs"])
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # PostgreSQL only: SQLite has a single writer
 def test_pg_upserts_of_the_same_ids_in_crossed_orders_both_finish(db: Database, kind: str) -> None:
-    if db.sqlite:
-        pytest.skip("PostgreSQL only: SQLite has a single writer")
     load_dims(db)
     n = 5_000  # enough rows that the two calls meet in the middle
     if kind == "authors":

@@ -106,7 +106,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     from analytics_gql import loading
 
     loading.seed(_db(settings), authors=args.authors, blogs=args.blogs, views=args.views, days=args.days,
-                 seed=args.seed, progress=None)
+                 seed=args.seed, progress=None, viewers=args.viewers)
     return 0
 
 
@@ -267,7 +267,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     db = _db(settings, migrated=False)
     schema.upgrade(db)
     if loading.is_empty(db):
-        loading.seed(db, authors=200, blogs=2_000, views=args.views, days=400, seed=1, progress=None)
+        loading.seed(db, authors=200, blogs=2_000, views=args.views, days=400, seed=1, progress=None,
+                     viewers=max(1_000, args.views // 10))
     rollup.catch_up(db, settings, progress=None)
     db.dispose()
     print(f"GraphiQL: http://{args.host}:{args.port}/graphql")
@@ -354,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--views", type=int, default=100_000)
     s.add_argument("--days", type=int, default=365)
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--viewers", type=_positive_int, default=None, metavar="N",
+                   help="distinct viewer ids (returning readers and one-time visitors; default views/10, >= 1000)")
     s.set_defaults(fn=cmd_seed)
 
     s = sub.add_parser("export-schema", help=cmd_export_schema.__doc__)

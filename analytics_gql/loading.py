@@ -305,10 +305,16 @@ def seed(
     days: int,
     seed: int | None = None,
     progress: bool | None = None,
+    viewers: int | None = None,
 ) -> IngestResult:
-    """Generate realistic authors, blogs and views (deterministic with `seed`) and store them in batches."""
+    """Generate realistic authors, blogs and views (deterministic with `seed`) and store them in batches.
+
+    `viewers`: distinct viewer ids the views come from (domain/synthetic.py `Readers`: returning readers with
+    favourite blogs and one-time visitors); default one per 10 views, at least 1,000."""
     if min(authors, blogs, views) < 0 or days < 1:
         raise BadInput("seed sizes must be >= 0 and --days >= 1")
+    if viewers is not None and viewers < 1:
+        raise BadInput("--viewers must be at least 1")
     if blogs and not authors:
         raise BadInput("--blogs needs at least one author (--authors)")
     if views and not blogs:
@@ -330,7 +336,7 @@ def seed(
     bar = _bar(progress, total=views, unit="views", desc="seed")
     try:
         ids = [bmap[b.external_id] for b in blog_recs]
-        for rows in gen.views(views, ids, [b.created_at for b in blog_recs], batch=SEED_BATCH):
+        for rows in gen.views(views, ids, [b.created_at for b in blog_recs], batch=SEED_BATCH, viewers=viewers):
             with db.write() as conn:
                 stored = ingest.insert_views(conn, rows)
             result.accepted += stored

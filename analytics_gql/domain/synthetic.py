@@ -1,11 +1,14 @@
-"""Realistic synthetic data: Zipf-skewed blog popularity, daily and weekly seasonality, a real-world country mix."""
+"""Realistic synthetic data: Zipf-skewed blog popularity, daily and weekly seasonality, a real-world country mix,
+and a population of readers who come back to the blogs they like (`Readers`)."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 
 from analytics_gql.domain.calendar import DAY_US, HOUR_US, MIN_US
 from analytics_gql.domain.records import COUNTRY_CODES, AuthorRecord, BlogRecord
@@ -23,6 +26,16 @@ WEEKDAY_FACTOR = (1.0, 1.05, 1.05, 1.0, 0.95, 0.7, 0.65)
 ZIPF_S = 1.07
 SHARE_CREATED_BEFORE = 0.7  # of blogs that already exist when the window opens
 Row = tuple[str | None, int, str | None, str | None, int]
+# Readers (CONTRACT 2, `seed --viewers N`): N distinct viewer ids in all. Most views come from returning readers
+# (lognormal activity: a few read daily, most now and then), each with a few favourite blogs; a share of the ids are
+# one-time visitors (search and social traffic), each seen once.
+ONE_TIME_IDS = 0.4  # of the N ids, used by one view each
+ONE_TIME_SHARE = 0.15  # of views at most, from one-time visitors (while their ids last)
+FAVOURITE_SHARE = 0.85  # of a returning reader's views, on one of their favourite blogs (else any, by popularity)
+FAVOURITES = 3  # favourite blogs per returning reader, drawn by popularity
+ACTIVITY_SIGMA = 1.5  # lognormal spread of how often returning readers come back
+NO_VIEWER_SHARE = 0.02  # of views, sent without a viewerId (counted in views, never in readers)
+
 
 _FIRST = ("Abebe", "Amara", "Chen", "Diego", "Elif", "Fatima", "Hana", "Ivan", "Jonas", "Kwame", "Lena", "Mei",
           "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomas", "Yuki")
@@ -40,6 +53,44 @@ def _country_table() -> tuple[list[str | None], list[float]]:
     codes: list[str | None] = [c for c, _ in COUNTRY_MIX] + list(others)
     weights = [w for _, w in COUNTRY_MIX] + [OTHER_COUNTRIES_SHARE / len(others)] * len(others)
     return codes, list(itertools.accumulate(weights))
+
+
+class Readers:
+    """`n` viewer ids: returning readers `r1`.. (a home country, an activity weight, FAVOURITES favourite blogs) and
+    one-time visitors `o1`.. (each used once). Deterministic given `rng`; arrays, so 1,000,000 readers take ~30 MB.
+    """
+
+    def __init__(self, n: int, views: int, popular: Callable[[int], list[int]],
+                 countries: Sequence[str | None], country_cum: Sequence[float], rng: random.Random) -> None:
+        self.rng, self.popular, self.countries, self.country_cum = rng, popular, countries, country_cum
+        self.one_time_ids = int(n * ONE_TIME_IDS) if n > 1 else 0
+        self.returning = max(1, n - self.one_time_ids)
+        self.one_time_share = min(ONE_TIME_SHARE, self.one_time_ids / max(1, views))
+        self.one_time_used = 0
+        self.activity_cum = list(itertools.accumulate(rng.lognormvariate(0.0, ACTIVITY_SIGMA)
+                                                      for _ in range(self.returning)))
+        self.home = array("H", rng.choices(range(len(countries)), cum_weights=country_cum, k=self.returning))
+        self.favourites = array("i", popular(self.returning * FAVOURITES))
+
+    def pick(self, k: int) -> list[tuple[str | None, int, str | None]]:
+        """`k` views' (viewer id or None, blog index, viewer country)."""
+        rng, rand = self.rng, self.rng.random
+        blogs = self.popular(k)
+        visitors = rng.choices(self.countries, cum_weights=self.country_cum, k=k)
+        total, last = self.activity_cum[-1], self.returning - 1
+        out: list[tuple[str | None, int, str | None]] = []
+        for i in range(k):
+            r = rand()
+            if r < self.one_time_share and self.one_time_used < self.one_time_ids:
+                self.one_time_used += 1
+                out.append((f"o{self.one_time_used}", blogs[i], visitors[i]))
+                continue
+            reader = min(bisect.bisect_left(self.activity_cum, rand() * total), last)
+            blog = self.favourites[reader * FAVOURITES + int(rand() * FAVOURITES)] if rand() < FAVOURITE_SHARE \
+                else blogs[i]
+            viewer = None if r >= 1.0 - NO_VIEWER_SHARE else f"r{reader + 1}"
+            out.append((viewer, blog, self.countries[self.home[reader]]))
+        return out
 
 
 class Synthetic:
@@ -82,11 +133,13 @@ class Synthetic:
         return out
 
     def views(
-        self, n: int, blog_ids: Sequence[int], blog_created: Sequence[int], *, batch: int = 100_000
+        self, n: int, blog_ids: Sequence[int], blog_created: Sequence[int], *, batch: int = 100_000,
+        viewers: int | None = None,
     ) -> Iterator[list[Row]]:
         """Batches of view rows (event_id None, blog_id, viewer_id, viewer_country, viewed_at), `n` in all.
 
         `blog_ids[i]` is the stored id of the blog created at `blog_created[i]`; a view never precedes its blog.
+        `viewers`: distinct viewer ids to draw from (`Readers`; default one per 10 views, at least 1,000).
         """
         if not blog_ids:
             if n:
@@ -108,7 +161,9 @@ class Synthetic:
         day_cum = list(itertools.accumulate(day_w))
         # UTC hour of day: readers peak in the European afternoon / American morning, trough at night.
         hour_cum = list(itertools.accumulate(1.0 + 0.6 * math.cos(2 * math.pi * (h - 15) / 24) for h in range(24)))
-        pool = [f"v{k}" for k in range(max(1_000, n // 4))]
+        readers = Readers(viewers if viewers is not None else max(1_000, n // 10), n,
+                          lambda k: rng.choices(range(nb), cum_weights=blog_cum, k=k), self.countries,
+                          self.country_cum, rng)
         day_offsets = [(self.first_day + i) * DAY_US for i in range(self.days)]
         hour_offsets = [h * HOUR_US for h in range(24)]
         created = list(blog_created)
@@ -119,13 +174,11 @@ class Synthetic:
             k = min(batch, n - done)
             days = rng.choices(day_offsets, cum_weights=day_cum, k=k)
             hours = rng.choices(hour_offsets, cum_weights=hour_cum, k=k)
-            blogs = rng.choices(range(nb), cum_weights=blog_cum, k=k)
-            countries = rng.choices(self.countries, cum_weights=self.country_cum, k=k)
-            viewers = rng.choices(pool, k=k)
+            picks = readers.pick(k)
             rand = rng.random
             rows: list[Row] = []
             append = rows.append
-            for d, h, b, c, v in zip(days, hours, blogs, countries, viewers, strict=True):
+            for d, h, (v, b, c) in zip(days, hours, picks, strict=True):
                 t = d + h + int(rand() * HOUR_US)
                 if t >= now:
                     t = t - DAY_US if t - DAY_US >= lo else lo + (t - lo) % max(1, now - lo)

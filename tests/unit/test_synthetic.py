@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 
 from analytics_gql.domain.calendar import DAY_US, HOUR_US
 from analytics_gql.domain.records import COUNTRY_CODES
@@ -11,12 +12,14 @@ from analytics_gql.domain.synthetic import Synthetic
 NOW = 1_750_000_000_000_000 + 13 * HOUR_US
 
 
-def build(seed: int | None, n: int = 20_000, days: int = 56) -> tuple[Synthetic, list, list]:  # type: ignore[type-arg]
+def build(seed: int | None, n: int = 20_000, days: int = 56,  # type: ignore[type-arg]
+          viewers: int | None = None) -> tuple[Synthetic, list, list]:
     gen = Synthetic(days=days, now_us=NOW, seed=seed)
     authors = gen.authors(20)
     blogs = gen.blogs(200, authors)
     ids = [1000 + i for i in range(len(blogs))]
-    rows = [r for batch in gen.views(n, ids, [b.created_at for b in blogs], batch=7_000) for r in batch]
+    rows = [r for batch in gen.views(n, ids, [b.created_at for b in blogs], batch=7_000, viewers=viewers)
+            for r in batch]
     return gen, blogs, rows
 
 
@@ -32,7 +35,7 @@ def test_rows_are_valid_and_in_window() -> None:
     created = {1000 + i: b.created_at for i, b in enumerate(blogs)}
     window_start = (NOW // DAY_US - 56 + 1) * DAY_US
     for event_id, blog_id, viewer, country, at in rows:
-        assert event_id is None and viewer is not None
+        assert event_id is None and (viewer is None or re.fullmatch(r"[ro][1-9]\d*", viewer))
         assert country is None or country in COUNTRY_CODES
         assert created[blog_id] <= at < NOW
         assert window_start <= at
@@ -64,3 +67,27 @@ def test_country_mix_is_realistic() -> None:
     assert mix.most_common(1)[0][0] == "US"
     assert 0.03 < mix[None] / len(rows) < 0.08
     assert len(mix) > 60  # a long tail of countries, not five
+
+
+def test_readers_come_back_to_the_blogs_they_like() -> None:
+    """`viewers` distinct ids: one-time visitors seen once, returning readers with a home country and favourite
+    blogs, a skewed activity, a few views without a viewerId (CONTRACT 2, `seed --viewers`)."""
+    _, _, rows = build(3, n=60_000, viewers=5_000)
+    by_viewer: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
+    for _, blog, viewer, country, _ in rows:
+        if viewer is not None:
+            by_viewer[viewer].append((blog, country))
+    no_viewer = sum(1 for r in rows if r[2] is None)
+    assert 0.01 < no_viewer / len(rows) < 0.03
+    one_time = {v: seen for v, seen in by_viewer.items() if v.startswith("o")}
+    returning = {v: seen for v, seen in by_viewer.items() if v.startswith("r")}
+    assert len(one_time) == 2_000 and all(len(seen) == 1 for seen in one_time.values())  # 40% of the ids, once
+    assert 2_500 < len(returning) <= 3_000 and 4_500 < len(by_viewer) <= 5_000
+    assert all(len({c for _, c in seen}) == 1 for seen in returning.values())  # a reader has one home country
+    # Favourites: a returning reader's views land mostly on a few blogs (3 favourites, 85% of their views).
+    heavy = [seen for seen in returning.values() if len(seen) >= 20]
+    on_top3 = sum(sum(n for _, n in Counter(b for b, _ in seen).most_common(3)) for seen in heavy)
+    assert heavy and on_top3 / sum(len(seen) for seen in heavy) > 0.8
+    # Activity is skewed: the top tenth of returning readers bring well over a third of their views.
+    counts = sorted((len(seen) for seen in returning.values()), reverse=True)
+    assert sum(counts[: len(counts) // 10]) / sum(counts) > 0.35

@@ -289,6 +289,61 @@ def cmd_export_schema(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one blogViews, top or performance query and write its rows as CSV or NDJSON (every page)."""
+    from functools import partial
+
+    import anyio
+    import orjson
+
+    from analytics_gql.api import export
+    from analytics_gql.api.context import Context
+    from analytics_gql.api.schema import build_schema
+
+    try:
+        with open(args.query_file, encoding="utf-8") as f:
+            query = f.read()
+    except OSError as e:
+        print(f"error: cannot read {args.query_file}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        variables = orjson.loads(args.variables) if args.variables else None
+    except orjson.JSONDecodeError as e:
+        print(f"error: --variables is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    if variables is not None and not isinstance(variables, dict):
+        print("error: --variables must be a JSON object", file=sys.stderr)
+        return 2
+    db = _db(settings)
+    ctx = Context(settings=settings, db=db)
+    schema = build_schema(settings)
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115 - closed below
+    failed = False
+    try:
+        rows = anyio.run(partial(export.write, schema, ctx, query, variables, args.operation_name, out,
+                                 ndjson=args.format == "ndjson"))
+    except export.ExportError as e:
+        for err in e.body.get("errors", []):
+            code = (err.get("extensions") or {}).get("code", "INTERNAL")
+            print(f"error: {code}: {err.get('message')}", file=sys.stderr)
+        failed = True
+        return 2 if e.status == 400 else 1
+    except BrokenPipeError:  # `| head`: the reader has gone, which is not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no second broken-pipe message at exit
+        return 0
+    finally:
+        if args.output:
+            out.close()
+            if failed:
+                os.remove(args.output)  # nothing but a header was written: leave no file that looks like one
+        else:
+            out.flush()
+        db.dispose()
+    if args.output:
+        print(f"{rows} rows written to {args.output}", file=sys.stderr)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -358,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--viewers", type=_positive_int, default=None, metavar="N",
                    help="distinct viewer ids (returning readers and one-time visitors; default views/10, >= 1000)")
     s.set_defaults(fn=cmd_seed)
+
+    s = sub.add_parser("export", help=cmd_export.__doc__)
+    s.add_argument("query_file", metavar="QUERY_FILE", help="a GraphQL document with one blogViews, top or "
+                   "performance field")
+    s.add_argument("--variables", metavar="JSON", help="the operation's variables, a JSON object")
+    s.add_argument("--operation-name", metavar="NAME", help="the operation to run when the file holds several")
+    s.add_argument("--format", choices=["csv", "ndjson"], default="csv")
+    s.add_argument("-o", "--output", metavar="FILE", help="write to this file instead of stdout")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("export-schema", help=cmd_export_schema.__doc__)
     s.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -62,9 +62,10 @@ def _previous(agg: store.Aggregate, span: tuple[int, int] | None, rows: int) -> 
     return agg.previous, ComparisonSpan(span[0], span[1], agg.previous_total)
 
 
-def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
+def blog_views(conn: Connection, q: BlogViewsQuery, *, share: bool = True) -> BlogViewsPage:
     """Views and distinct blogs per group (and period), one page, ordered by period, views desc, key; with
-    `compare`, each row's views in the comparison range too (read with the range, in the same statements)."""
+    `compare`, each row's views in the comparison range too (read with the range, in the same statements).
+    `share=False` (export) keeps the page out of every cache."""
     ctx = store.read_context(conn)
     start, end = _resolve(conn, ctx, q.range)
     periods: list[cal.Period] = []
@@ -76,7 +77,7 @@ def blog_views(conn: Connection, q: BlogViewsQuery) -> BlogViewsPage:
         windows = [(start, end)] if start < end else []
     span, compare = _compare_windows(q.compare, start, end, q.range.zone)
     agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset,
-                          compare=compare)
+                          compare=compare, share=share)
     previous, comparison = _previous(agg, span, len(agg.rows))
     shared = type(agg.rows) is SharedList  # a page of a cached part: the same list for the same page
     shape = (q.first, tuple((p.start, p.label) for p in periods),

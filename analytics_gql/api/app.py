@@ -1,4 +1,4 @@
-"""The Starlette application: /graphql, /ingest/*, health, readiness, metrics, GraphiQL and its static files."""
+"""The Starlette application: /graphql, /export, /ingest/*, health, readiness, metrics, GraphiQL, statics."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import orjson
 from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry import Schema
 
-from analytics_gql.api import graphiql, ingest_http, metrics
+from analytics_gql.api import export, graphiql, ingest_http, metrics
 from analytics_gql.api.auth import authenticate
 from analytics_gql.api.context import Context, make_limiter
 from analytics_gql.api.extensions import INTERNAL_MESSAGE, present
@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Paths that need a key; health, readiness, metrics, GraphiQL's page and its static files do not.
-_PROTECTED = ("/graphql", "/ingest/")
+_PROTECTED = ("/graphql", "/export", "/ingest/")
 # /readyz and /metrics answer within this many seconds whatever the database does (a locked table, a frozen server):
 # a probe or a scrape that hangs is worse than one that says "not ready" or leaves the rollup gauges out.
 PROBE_TIMEOUT_S = 3.0
@@ -138,7 +138,8 @@ class Gate:
         state["caller"] = caller
         try:
             path = scope["path"]
-            protected = path == "/graphql" and scope["method"] != "GET" or path.startswith("/ingest/")
+            protected = path == "/graphql" and scope["method"] != "GET" or path == "/export" \
+                or path.startswith("/ingest/")
             if protected and not caller.authenticated:
                 response = error_response(401, caller.problem or "unauthenticated", "UNAUTHENTICATED",
                                           {"WWW-Authenticate": 'Bearer realm="analytics-gql"'})
@@ -225,7 +226,8 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         return error_response(405, "GraphQL operations must be sent with POST (Content-Type: application/json)",
                               "METHOD_NOT_ALLOWED", {"Allow": "POST"})
 
-    async def graphql_post(request: Request) -> Response:
+    async def operation_payload(request: Request) -> tuple[str, dict[str, Any] | None, str | None] | Response:
+        """The JSON body's query, variables and operation name, or the error response that refuses it."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in _JSON_TYPES:
             return error_response(415, "send the operation as JSON (Content-Type: application/json)",
@@ -252,6 +254,13 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         if operation is not None and not isinstance(operation, str):
             return error_response(400, "'operationName' must be a string", "BAD_USER_INPUT")
         request.state.operation = operation
+        return query, variables, operation
+
+    async def graphql_post(request: Request) -> Response:
+        parsed = await operation_payload(request)
+        if isinstance(parsed, Response):
+            return parsed
+        query, variables, operation = parsed
         ctx = _context(request, settings, database, limiter)
         try:
             result = await gql.execute(query, variable_values=variables, context_value=ctx, operation_name=operation)
@@ -267,6 +276,25 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
             body = {"errors": errors, "data": result.data}
             request.state.error_codes = sorted({str((e.get("extensions") or {}).get("code")) for e in errors})
         return json_response(body)
+
+    async def export_post(request: Request) -> Response:
+        parsed = await operation_payload(request)
+        if isinstance(parsed, Response):
+            return parsed
+        ctx = _context(request, settings, database, limiter)
+        fmt = partial(_formatted, request_id=ctx.request_id, suggestions=settings.introspection)
+        as_ndjson = request.query_params.get("format") == "ndjson"
+        try:
+            plan = export.plan(*parsed)
+            pages = await export.rows(gql, plan, ctx, fmt)
+        except export.ExportError as e:
+            request.state.error_codes = export.error_codes(e.body)
+            return json_response(e.body, e.status)
+        return StreamingResponse(export.encode(plan, pages, ndjson=as_ndjson, request_id=ctx.request_id),
+                                 media_type=export.NDJSON_TYPE if as_ndjson else export.CSV_TYPE,
+                                 headers={"Content-Disposition": f'attachment; filename="{plan.field}.'
+                                                                 f'{"ndjson" if as_ndjson else "csv"}"',
+                                          "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
     async def ingest(request: Request) -> Response:
         kind = request.path_params["kind"]
@@ -322,6 +350,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
     routes: list[BaseRoute] = [
         Route("/graphql", graphql_get, methods=["GET", "HEAD"]),
         Route("/graphql", graphql_post, methods=["POST"]),
+        Route("/export", export_post, methods=["POST"]),
         Route("/ingest/{kind}", ingest, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),

@@ -43,6 +43,8 @@ class Context:
     request_id: str = "-"
     authenticated: bool = True
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
+    # An export walking every page of blogViews: its pages are read once, so no cache keeps them.
+    transient_pages: bool = False
 
     async def read(self, fn: Callable[..., T], /, *args: Any, quick: bool = False, **kw: Any) -> T:
         """Run `fn(conn, *args, **kw)` in a read transaction and return its result (on a worker thread).

@@ -69,7 +69,7 @@ class Query:
             first=Q.check_between(100 if first is None else first, 1, Q.MAX_PAGE, "first"),
             compare=comparison_to_domain(compare))
         query = q.identity()
-        page = await ctx.read(reports.blog_views, resume(q, after), quick=True)
+        page = await ctx.read(reports.blog_views, resume(q, after), share=not ctx.transient_pages, quick=True)
         return BlogViewsResult.from_domain(page, query)
 
     @strawberry.field(description="The top `limit` groups by views (ties broken by key). `compare` adds each "

@@ -547,7 +547,7 @@ def _with_moving(p: Plan, windows: list[tuple[int, int]], moving: list[Run]) -> 
 
 def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0,
-              compare: list[tuple[int, int]] | None = None) -> Aggregate:
+              compare: list[tuple[int, int]] | None = None, share: bool = True) -> Aggregate:
     """Views (and distinct blogs) per window and group, ordered by window, views desc, key.
 
     Two statements at most: the part at or below the watermark (rollup buckets and raw edges, cached per data
@@ -556,6 +556,9 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     With `compare` (one window per window, the comparison ranges), those windows are planned and read with the
     others, in the same statements; rows, totals and pages are the windows' alone, and `previous` gives each row's
     views in its comparison window (see _compared).
+    A page of a cached part is shared (one SharedList, memoised downstream by identity) when the part keeps it;
+    `share=False` (an export walking every page) neither keeps nor shares pages, so walking 200 pages leaves no
+    trace in the caches.
     """
     f = F.simplify(f)
     shape = rollup_shape(dim, f)
@@ -585,13 +588,12 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     if not tail:
         ranked = _ranked_part(conn, ctx, dim, part)
         if compare is not None:
-            return _compared_part(part, ranked, n, limit, offset, sources)
+            return _compared_part(part, ranked, n, limit, offset, sources, share)
         views = part.views
-        page = part.pages.get((offset, limit))
+        page = part.pages.get((offset, limit)) if share else None
         if page is None:
-            page = SharedList(ranked[offset:] if limit is None else ranked[offset:offset + limit])
-            if len(part.pages) < _PAGES_PER_PART:
-                part.pages[(offset, limit)] = page  # the same (shared, never mutated) list for the same page
+            page = _kept_page(part, (offset, limit), ranked[offset:] if limit is None
+                              else ranked[offset:offset + limit], share)
         return Aggregate(page, len(views), sum(views.values()), sources)
 
     views = dict(part.views)
@@ -627,8 +629,18 @@ def _compared(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: 
                      [by_key.get((r[0], r[1]), 0) for r in page], sum(before.values()))
 
 
+def _kept_page(part: _Part, key: Any, rows: list[Row], share: bool) -> list[Row]:
+    """`rows` as the part's shared page for `key` when it keeps one more (SharedList: never mutated, memoised
+    downstream by identity); else a plain list, which nothing memoises (its identity never comes back)."""
+    if share and len(part.pages) < _PAGES_PER_PART:
+        page = SharedList(rows)
+        part.pages[key] = page
+        return page
+    return rows
+
+
 def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, offset: int,
-                   sources: list[SourceUse]) -> Aggregate:
+                   sources: list[SourceUse], share: bool = True) -> Aggregate:
     """_compared for a cached part without a tail: the split of its ranked rows is computed once per part.
 
     Rows are ranked by window first, so the rows of windows [0, n) are a prefix of `ranked`."""
@@ -640,11 +652,10 @@ def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, of
         part.derived[("compare", n)] = split  # same value whichever thread computes it first
     k, total, by_key, total_before = split
     key = ("compare", n, offset, limit)
-    page = part.pages.get(key)
+    page = part.pages.get(key) if share else None
     if page is None:
-        page = SharedList(ranked[offset:k] if limit is None else ranked[offset:min(k, offset + limit)])
-        if len(part.pages) < _PAGES_PER_PART:
-            part.pages[key] = page
+        page = _kept_page(part, key, ranked[offset:k] if limit is None else ranked[offset:min(k, offset + limit)],
+                          share)
     return Aggregate(page, k, total, sources, [by_key.get((r[0], r[1]), 0) for r in page], total_before)
 
 

@@ -79,7 +79,8 @@ def test_api_doc_has_an_example_of_every_query_mutation_and_endpoint() -> None:
     assert schema.query_type is not None and schema.mutation_type is not None
     fields = [*schema.query_type.fields, *schema.mutation_type.fields]
     missing = [name for name in fields if not re.search(rf"\b{name}\s*[({{]", graphql)]
-    endpoints = ["/ingest/authors", "/ingest/blogs", "/ingest/views", "/graphql", "/healthz", "/readyz", "/metrics"]
+    endpoints = ["/ingest/authors", "/ingest/blogs", "/ingest/views", "/graphql", "/export", "/healthz", "/readyz",
+                 "/metrics"]
     missing += [path for path in endpoints if f"127.0.0.1:8000{path}" not in shell]
     assert not missing, f"docs/API.md has no example of {missing}"
 

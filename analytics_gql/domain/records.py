@@ -274,6 +274,8 @@ def _kind(v: Any) -> str:
     )
 
 
-def _show(v: str) -> str:
-    """A value quoted for an error message, cut short so a 10 kB string does not flood the report."""
-    return repr(v if len(v) <= 40 else v[:40] + "...")
+def _show(v: object) -> str:
+    """A value quoted for an error message, cut short so a 10 kB string does not flood the report (a datetime,
+    given through GraphQL's DateTime, as its ISO 8601 text)."""
+    text = v.isoformat() if isinstance(v, dt.datetime) else str(v)
+    return repr(text if len(text) <= 40 else text[:40] + "...")

@@ -67,6 +67,14 @@ def test_bad_instants_say_what_is_wrong(value: object, fragment: str) -> None:
     assert e.value.message.startswith("viewedAt: ")
 
 
+def test_out_of_range_datetime_objects_are_a_record_error() -> None:
+    """GraphQL's DateTime hands the loader datetime objects; out of range is a rejected item, not a crash (the
+    fuzzer found `createdAt: "1970-01-01"` answered INTERNAL)."""
+    with pytest.raises(RecordError) as e:
+        parse_instant(dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "createdAt")
+    assert e.value.message == "createdAt: '1970-01-01T00:00:00+00:00' is out of range (1970-01-03 to 2199-12-31)"
+
+
 def test_range_bounds_are_inclusive_then_exclusive() -> None:
     assert parse_instant("1970-01-03T00:00:00Z") == MIN_US
     with pytest.raises(RecordError):

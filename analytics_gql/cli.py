@@ -272,6 +272,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     rollup.catch_up(db, settings, progress=None)
     db.dispose()
     print(f"GraphiQL: http://{args.host}:{args.port}/graphql")
+    print(f"Dashboard: http://{args.host}:{args.port}/dashboard")
     server.run(settings, host=args.host, port=args.port)
     return 0
 

@@ -110,8 +110,9 @@ class Settings(BaseSettings):
     retention: str | None = None
     # Raw ids folded per pass transaction; unset: a per-database default (rollup.chunk_size).
     rollup_chunk: int | None = Field(default=None, ge=1)
-    # Production switches (S4/F18): GraphiQL and introspection can be turned off.
+    # Production switches (S4/F18): GraphiQL, the dashboard and introspection can be turned off.
     graphiql: bool = True
+    dashboard: bool = True
     introspection: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_ingest_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry import Schema
 
-from analytics_gql.api import export, graphiql, ingest_http, metrics
+from analytics_gql.api import dashboard, export, graphiql, ingest_http, metrics
 from analytics_gql.api.auth import authenticate
 from analytics_gql.api.context import Context, make_limiter
 from analytics_gql.api.extensions import INTERNAL_MESSAGE, present
@@ -226,6 +226,11 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         return error_response(405, "GraphQL operations must be sent with POST (Content-Type: application/json)",
                               "METHOD_NOT_ALLOWED", {"Allow": "POST"})
 
+    async def dashboard_get(request: Request) -> Response:
+        body = dashboard.page(endpoint="/graphql", keys_required=bool(settings.keys), default_zone=settings.timezone)
+        return HTMLResponse(body, headers={"Content-Security-Policy": dashboard.CONTENT_SECURITY_POLICY,
+                                           "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
     async def operation_payload(request: Request) -> tuple[str, dict[str, Any] | None, str | None] | Response:
         """The JSON body's query, variables and operation name, or the error response that refuses it."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -356,8 +361,12 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    # Each page's files only while the page is on: GraphiQL off means /static/graphiql/* is 404 too.
     if settings.graphiql:
-        routes.append(Mount("/static", app=StaticFiles(directory=graphiql.STATIC_DIR), name="static"))
+        routes.append(Mount("/static/graphiql", app=StaticFiles(directory=graphiql.STATIC_DIR / "graphiql")))
+    if settings.dashboard:
+        routes.append(Route("/dashboard", dashboard_get, methods=["GET", "HEAD"]))
+        routes.append(Mount("/static/dashboard", app=StaticFiles(directory=graphiql.STATIC_DIR / "dashboard")))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.db = database
     app.state.schema = gql

@@ -332,6 +332,20 @@ async def test_graphiql_off_in_production(prod: httpx.AsyncClient, dev: httpx.As
     assert "script-src 'self'" in r.headers["content-security-policy"]
 
 
+async def test_dashboard_can_be_switched_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async for off in client_for(make_settings(tmp_path, dashboard=False)):
+        assert (await off.get("/dashboard")).status_code == 404
+        assert (await off.get("/static/dashboard/dashboard.js")).status_code == 404
+        assert (await off.get("/static/graphiql/init.js")).status_code == 200  # GraphiQL stays
+    async for on in client_for(make_settings(tmp_path, graphiql=False)):
+        r = await on.get("/dashboard")
+        assert r.status_code == 200 and "dashboard-config" in r.text
+        assert r.headers["content-security-policy"] == (await on.get("/dashboard")).headers[
+            "content-security-policy"] and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert (await on.get("/static/dashboard/uPlot.iife.min.js")).status_code == 200
+        assert (await on.get("/static/graphiql/init.js")).status_code == 404
+
+
 # ---- F18: introspection and suggestions ----
 
 async def test_introspection_off_in_production(prod: httpx.AsyncClient, dev: httpx.AsyncClient) -> None:

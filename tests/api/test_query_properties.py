@@ -291,6 +291,11 @@ def check_blog_views(api: Api, rz: str, data: O.Data, draw: Callable[..., Any], 
     group_by = draw(st.sampled_from(["BLOG", "AUTHOR", "COUNTRY", "VIEWER_COUNTRY"]))
     if gran == "AUTO" and zone not in HOUR_OK and O.auto(*O.resolve_range(data, s, e)) == "HOUR":
         return None
+    if gran is not None:
+        lo, hi = O.resolve_range(data, s, e)
+        g = O.auto(lo, hi) if gran == "AUTO" else gran
+        if lo < hi and (hi - lo) // O.HOUR > 9_000 and len(O.periods(g, lo, hi, zone)) > 9_000:
+            return None  # past blogViews' 10,000 periods (with room for late events): test_query_errors refuses it
     first_choice = draw(st.sampled_from([1, 2, 3, 7, 1000]))
 
     def run(stage: str) -> None:

@@ -2,7 +2,7 @@
 
 Run by .ci/run with the checkout's .venv python (its pip builds the wheel); it never imports the package itself.
 On SQLite and on a PostgreSQL database of its own (created and dropped on 127.0.0.1:5432, user postgres) it runs
-migrate, seed, rollup, status, export-schema and a serve that must answer a GraphQL query with the seeded numbers.
+migrate, seed, rollup, status, export-schema, export and a serve that must answer a GraphQL query with the seeded numbers.
 Exit 0 only when every check passed.
 """
 
@@ -126,6 +126,11 @@ def serve_and_query(cli: str, env: dict[str, str], work: Path, raw_views: int) -
         expect(sum(views) == raw_views and len(views) <= SEED["blogs"], f"per-blog views {views} != {raw_views}")
         expect(pending == 0, f"pendingEvents {pending} after `rollup`")
         say(f"  serve: POST /graphql totalViews={raw_views} over {len(views)} blogs, pendingEvents=0")
+        for path in ("/dashboard", "/static/dashboard/dashboard.js", "/static/dashboard/uPlot.iife.min.js",
+                     "/static/graphiql/graphiql.min.js", "/static/graphiql/init.js"):
+            with urllib.request.urlopen(base + path, timeout=10) as r:  # the wheel carries the pages' files
+                expect(r.status == 200 and len(r.read()) > 100, f"GET {path} answered {r.status}")
+        say("  serve: the dashboard and GraphiQL pages and their vendored files from the wheel")
     finally:
         proc.terminate()
         rc = proc.wait(timeout=30)
@@ -164,6 +169,11 @@ def commands(bin_dir: Path, database_url: str, work: Path, count_views: list[str
     expect((work / "schema.graphql").read_text() == (ROOT / "schema.graphql").read_text(),
            "export-schema from the wheel differs from the committed schema.graphql")
     say("  export-schema: identical to schema.graphql")
+    (work / "top.graphql").write_text("{ top(dimension: BLOG, limit: 3) { nodes { key views } totalViews } }")
+    lines = run([cli, "export", str(work / "top.graphql")], cwd=work, env=env).splitlines()
+    expect(lines[0] == "key,views" and len(lines) == 4 and all(line.count(",") == 1 for line in lines),
+           f"export from the wheel: {lines}")
+    say(f"  export: CSV header and {len(lines) - 1} rows")
     if count_views is None:
         with sqlite3.connect(work / "analytics.db") as conn:
             raw = int(conn.execute("SELECT count(*) FROM view_events").fetchone()[0])

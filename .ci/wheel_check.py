@@ -2,7 +2,8 @@
 
 Run by .ci/run with the checkout's .venv python (its pip builds the wheel); it never imports the package itself.
 On SQLite and on a PostgreSQL database of its own (created and dropped on 127.0.0.1:5432, user postgres) it runs
-migrate, seed, rollup, status, export-schema, export and a serve that must answer a GraphQL query with the seeded numbers.
+migrate, seed, rollup, status, export-schema, export and a serve that must answer a GraphQL query with the seeded
+numbers.
 Exit 0 only when every check passed.
 """
 

@@ -252,16 +252,15 @@ def cmd_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Serve GraphQL (and, on the embedded default, the scheduler and an in-process worker)."""
     _check_sqlite_file(_check_url(settings))
-    from analytics_gql.api import server
+    from analytics_gql import serving
 
-    server.run(settings, host=args.host, port=args.port)
+    serving.serve(settings, host=args.host, port=args.port)
     return 0
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Migrate, seed demo data when the database is empty, fold it in, then serve with live rollups."""
-    from analytics_gql import loading, rollup
-    from analytics_gql.api import server
+    from analytics_gql import loading, rollup, serving
     from analytics_gql.storage import schema
 
     db = _db(settings, migrated=False)
@@ -273,7 +272,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     db.dispose()
     print(f"GraphiQL: http://{args.host}:{args.port}/graphql")
     print(f"Dashboard: http://{args.host}:{args.port}/dashboard")
-    server.run(settings, host=args.host, port=args.port)
+    serving.serve(settings, host=args.host, port=args.port)
     return 0
 
 

@@ -183,10 +183,11 @@ class Gate:
             "errors": state.get("error_codes")})
 
 
-def _context(request: Request, settings: Settings, db: Database, limiter: anyio.CapacityLimiter) -> Context:
+def _context(request: Request, settings: Settings, db: Database, limiter: anyio.CapacityLimiter,
+             enqueue: Callable[[Settings], bool] | None) -> Context:
     caller = request.state.caller
     return Context(settings=settings, db=db, scopes=caller.scopes, request_id=request.state.request_id,
-                   authenticated=caller.authenticated, limiter=limiter)
+                   authenticated=caller.authenticated, limiter=limiter, enqueue=enqueue)
 
 
 def _formatted(error: GraphQLError, request_id: str, *, suggestions: bool) -> dict[str, Any]:
@@ -195,8 +196,11 @@ def _formatted(error: GraphQLError, request_id: str, *, suggestions: bool) -> di
     return dict(present(error, suggestions=suggestions, request_id=request_id).formatted)
 
 
-def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None) -> Starlette:
-    """The ASGI application; builds the database and the schema from `settings` unless given."""
+def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None,
+               enqueue: Callable[[Settings], bool] | None = None) -> Starlette:
+    """The ASGI application; builds the database and the schema from `settings` unless given. `enqueue` is how
+    refreshRollups enqueues a pass (the composition root gives jobs/runtime.enqueue_refresh; None: nothing
+    enqueued)."""
     own_db = db is None
     database = db if db is not None else Database(settings)
     if schema is None:
@@ -266,7 +270,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         if isinstance(parsed, Response):
             return parsed
         query, variables, operation = parsed
-        ctx = _context(request, settings, database, limiter)
+        ctx = _context(request, settings, database, limiter, enqueue)
         try:
             result = await gql.execute(query, variable_values=variables, context_value=ctx, operation_name=operation)
         except Exception as e:  # noqa: BLE001 - e.g. an unknown operationName or a subscription
@@ -286,7 +290,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         parsed = await operation_payload(request)
         if isinstance(parsed, Response):
             return parsed
-        ctx = _context(request, settings, database, limiter)
+        ctx = _context(request, settings, database, limiter, enqueue)
         fmt = partial(_formatted, request_id=ctx.request_id, suggestions=settings.introspection)
         as_ndjson = request.query_params.get("format") == "ndjson"
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 ALL_SCOPES = frozenset(SCOPES)
-JOBS_RUNTIME = "analytics_gql.jobs.runtime"
 # Database work runs in worker threads; bound them so a burst cannot exhaust the connection pool or memory.
 DEFAULT_THREADS = 16
 
@@ -45,6 +43,9 @@ class Context:
     limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
     # An export walking every page of blogViews: its pages are read once, so no cache keeps them.
     transient_pages: bool = False
+    # How refreshRollups enqueues a pass (jobs/runtime.enqueue_refresh, given by the composition root,
+    # analytics_gql/serving.py); None: nothing is wired to run jobs, so nothing is enqueued.
+    enqueue: Callable[[Settings], bool] | None = field(default=None, repr=False)
 
     async def read(self, fn: Callable[..., T], /, *args: Any, quick: bool = False, **kw: Any) -> T:
         """Run `fn(conn, *args, **kw)` in a read transaction and return its result (on a worker thread).
@@ -88,17 +89,7 @@ class Context:
     async def enqueue_refresh(self) -> bool:
         """Enqueue a rollup pass (scope `admin`); True when it was enqueued."""
         self.require("admin")
-        enqueue_refresh = jobs_runtime().enqueue_refresh
+        if self.enqueue is None:
+            return False
         # Enqueueing may talk to Redis (with its own timeouts): keep it off the event loop.
-        return bool(await anyio.to_thread.run_sync(enqueue_refresh, self.settings, limiter=self.limiter))
-
-
-def jobs_runtime() -> Any:
-    """The jobs runtime module, looked up at run time.
-
-    api and jobs are independent layers (import-linter): the API must not import jobs statically, yet `serve`
-    and `refreshRollups` need its entry points. Resolving the module by name at call time keeps the layers
-    independent at import time; the coupling is this one documented function.
-    """
-    return importlib.import_module(JOBS_RUNTIME)
-
+        return bool(await anyio.to_thread.run_sync(self.enqueue, self.settings, limiter=self.limiter))

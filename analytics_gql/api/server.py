@@ -1,4 +1,6 @@
-"""`analytics-gql serve`: uvicorn on one worker, plus the in-process jobs on the embedded default."""
+"""Serving an app with uvicorn on one worker (bounded, head timeouts, SIGTERM handled), and what runs beside it.
+
+What the app and the jobs are is decided by the composition root, analytics_gql/serving.py."""
 
 from __future__ import annotations
 
@@ -6,16 +8,12 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from analytics_gql import logs
-from analytics_gql.api.app import create_app
-from analytics_gql.api.context import JOBS_RUNTIME, jobs_runtime
-from analytics_gql.settings import Settings
 
 log = logging.getLogger("analytics_gql.api")
 
@@ -58,20 +56,8 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def _start_jobs(settings: Settings) -> Any:
-    """Start the embedded scheduler and worker; None (with a warning) when the jobs module is not available."""
-    try:
-        start_embedded = jobs_runtime().start_embedded
-    except ModuleNotFoundError as e:
-        if e.name not in (JOBS_RUNTIME, "analytics_gql.jobs"):
-            raise  # a real import error inside the jobs package must not be hidden
-        log.warning("analytics_gql.jobs.runtime is not available: serving without scheduled rollups")
-        return None
-    return start_embedded(settings)
-
-
 def _stop_jobs(handle: Any) -> None:
-    """Stop what _start_jobs started, whatever shape of handle it returned."""
+    """Stop what the `jobs` callable of run() started, whatever shape of handle it returned."""
     if handle is None:
         return
     for name in ("stop", "shutdown", "close"):
@@ -111,27 +97,22 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API until SIGINT or SIGTERM (loopback by default: pass --host 0.0.0.0 to expose it).
+def run(app: Any, *, host: str = "127.0.0.1", port: int = 8000, jobs: Callable[[], Any] | None = None) -> None:
+    """Serve `app` until SIGINT or SIGTERM (loopback by default: pass --host 0.0.0.0 to expose it); `jobs()`, when
+    given, starts what runs beside it once the server is configured, and its handle is stopped on the way out.
 
     uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and raises the signal again; with
     the default handler that killed the process there and then, before the in-process worker and scheduler were
     stopped (and with exit status -15). Ours unwinds instead: the jobs stop, and `serve` exits 0.
     """
-    logs.configure(settings.log_format)
-    if settings.tracing:
-        from analytics_gql.api import tracing
-
-        tracing.install_exporter()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
-    jobs = None
+    handle = None
     try:
-        config = uvicorn_config(create_app(settings), host=host, port=port)
-        server = uvicorn.Server(config)
-        jobs = _start_jobs(settings) if settings.redis_url is None else None
+        server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
+        handle = jobs() if jobs is not None else None
         server.run()
     except _Terminated:
         log.info("stopped on SIGTERM")
     finally:
-        _stop_jobs(jobs)
+        _stop_jobs(handle)

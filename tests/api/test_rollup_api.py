@@ -84,8 +84,19 @@ def settings(db: Database) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db)) as c:
+    # Wired as serving.serve wires it: refreshRollups enqueues through the jobs runtime.
+    with TestClient(create_app(settings, db, enqueue=runtime.enqueue_refresh)) as c:
         yield c
+
+
+def test_an_app_wired_to_no_jobs_enqueues_nothing(settings: Settings, db: Database) -> None:
+    """create_app without `enqueue` (no composition root): refreshRollups answers false, even with a runtime up."""
+    rt = runtime.start_embedded(settings, scheduler=False)
+    try:
+        with TestClient(create_app(settings, db)) as c:
+            assert post(c, REFRESH, ADMIN) == {"data": {"refreshRollups": {"enqueued": False}}}
+    finally:
+        rt.stop()
 
 
 def post(client: TestClient, query: str, headers: dict[str, str] | None = None) -> dict[str, Any]:

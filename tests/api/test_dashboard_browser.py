@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import missing_service
-from test_graphiql_browser import cli, free_port, wait_healthy, write_ndjson
+from test_graphiql_browser import cli, free_port, stop, wait_healthy, write_ndjson
 
 READ_KEY = "dash-read-key"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -85,12 +85,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_healthy(base, proc)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

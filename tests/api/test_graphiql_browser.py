@@ -60,6 +60,16 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -
     raise AssertionError("serve did not become healthy")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a `serve` started by a browser test: SIGTERM, then SIGKILL after 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def visible_text(dom: str, marker: str) -> str:
     """The text of the element whose class attribute contains `marker`, tags stripped and spaces collapsed."""
     start = dom.find(marker)
@@ -115,10 +125,5 @@ def test_graphiql_runs_a_saved_query_in_chromium(tmp_path: Path) -> None:
             assert f'"rank": {rank}, "key": "b{i}", "label": "Blog number {i}", "views": {n}' in result, result[:2000]
         assert '"errors"' not in result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()

@@ -26,6 +26,7 @@ from analytics_gql.domain.queries import (
     growth,
 )
 from analytics_gql.storage import queries as store
+from analytics_gql.storage import reader_reads
 
 # blogViews has no point limit in the contract; this bound keeps one request's planning under QUALITY S3's 2 s
 # (99,000 hour periods took 1.9 s to plan here, on an empty database) and matches performance's 10,000 points.
@@ -77,6 +78,8 @@ def blog_views(conn: Connection, q: BlogViewsQuery, *, share: bool = True) -> Bl
     else:
         windows = [(start, end)] if start < end else []
     span, compare = _compare_windows(q.compare, start, end, q.range.zone)
+    if q.readers:
+        return _blog_views_readers(conn, ctx, q, start, end, periods, windows, span, compare)
     agg = store.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1, offset=q.offset,
                           compare=compare, share=share)
     previous, comparison = _previous(agg, span, len(agg.rows))
@@ -102,6 +105,26 @@ def blog_views(conn: Connection, q: BlogViewsQuery, *, share: bool = True) -> Bl
                          start=start, end=end, comparison=comparison)
 
 
+def _blog_views_readers(conn: Connection, ctx: store.ReadContext, q: BlogViewsQuery, start: int, end: int,
+                        periods: list[cal.Period], windows: list[tuple[int, int]], span: tuple[int, int] | None,
+                        compare: list[tuple[int, int]] | None) -> BlogViewsPage:
+    """blog_views with distinct readers on every row (and in the comparison range): one page, never shared."""
+    ra = reader_reads.aggregate(conn, ctx, windows, dim=q.group_by, f=q.filter, limit=q.first + 1,
+                                offset=q.offset, compare=compare)
+    agg = ra.views
+    previous, comparison = _previous(agg, span, len(agg.rows))
+    befores: list[int | None] = list(previous) if previous is not None else [None] * len(agg.rows)
+    prev_readers: list[int | None] = (list(ra.previous_readers) if ra.previous_readers is not None
+                                      else [None] * len(agg.rows))
+    rows = [GroupRow(k, label, periods[i].start if periods else None, periods[i].label if periods else None, blogs,
+                     views, before, readers, before_readers)
+            for (i, k, label, views, blogs), readers, before, before_readers
+            in zip(agg.rows, ra.readers, befores, prev_readers, strict=True)][: q.first]
+    return BlogViewsPage(total_count=agg.groups, rows=rows, has_next=len(agg.rows) > q.first,
+                         end_offset=q.offset + len(rows) if rows else None, meta=_meta(ctx, agg.sources),
+                         start=start, end=end, comparison=comparison)
+
+
 def top(conn: Connection, q: TopQuery) -> TopResult:
     """The top `limit` groups by views (ties by key), with the total over all groups; with `compare`, each
     row's views in the comparison range too (read with the range, in the same statements)."""
@@ -109,13 +132,23 @@ def top(conn: Connection, q: TopQuery) -> TopResult:
     start, end = _resolve(conn, ctx, q.range)
     windows = [(start, end)] if start < end else []
     span, compare = _compare_windows(q.compare, start, end, q.range.zone)
-    agg = store.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit, compare=compare)
+    if q.readers or q.by_readers:
+        ra = reader_reads.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit,
+                                    compare=compare, by_readers=q.by_readers)
+        agg, readers, total_readers = ra.views, ra.readers, ra.total_readers
+        prev_readers: list[int | None] = (list(ra.previous_readers) if ra.previous_readers is not None
+                                          else [None] * len(agg.rows))
+    else:
+        agg = store.aggregate(conn, ctx, windows, dim=q.dimension, f=q.filter, limit=q.limit, compare=compare)
+        readers, total_readers, prev_readers = [0] * len(agg.rows), 0, [None] * len(agg.rows)
     previous, comparison = _previous(agg, span, len(agg.rows))
     befores: list[int | None] = list(previous) if previous is not None else [None] * len(agg.rows)
     rows = [GroupRow(key=k, label=label, period_start=None, period_label=None, blog_count=blogs, views=views,
-                     previous_views=before)
-            for (_, k, label, views, blogs), before in zip(agg.rows, befores, strict=True)]
-    return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources), comparison=comparison)
+                     previous_views=before, readers=r, previous_readers=before_r)
+            for (_, k, label, views, blogs), before, r, before_r in zip(agg.rows, befores, readers, prev_readers,
+                                                                        strict=True)]
+    return TopResult(rows=rows, total_views=agg.total_views, meta=_meta(ctx, agg.sources), comparison=comparison,
+                     total_readers=total_readers)
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,7 +169,13 @@ def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
         return PerformanceResult([], _meta(ctx, []))
     g = cal.resolve_auto(q.granularity, start, end)
     periods, current, previous = _series(g, start, end, q.range.zone)
-    agg = store.aggregate(conn, ctx, [*current, *previous], dim=None, f=q.filter)
+    readers = dict.fromkeys(range(2 * len(periods)), 0)
+    if q.readers:
+        ra = reader_reads.aggregate(conn, ctx, [*current, *previous], dim=None, f=q.filter)
+        agg = ra.views
+        readers.update((row[0], r) for row, r in zip(agg.rows, ra.readers, strict=True))
+    else:
+        agg = store.aggregate(conn, ctx, [*current, *previous], dim=None, f=q.filter)
     views = dict.fromkeys(range(2 * len(periods)), 0)
     for i, _k, _label, v, _blogs in agg.rows:
         views[i] = v
@@ -145,7 +184,8 @@ def performance(conn: Connection, q: PerformanceQuery) -> PerformanceResult:
     points = [
         Point(start=p.start, end=p.end, label=blogs_label(p.label, created.get(i, 0)), views=views[i],
               blogs_created=created.get(i, 0), growth=growth(views[i], views[n + i]),
-              partial=(a, b) != (p.start, p.end))
+              partial=(a, b) != (p.start, p.end), readers=readers[i],
+              readers_growth=growth(readers[i], readers[n + i]) if q.readers else None)
         for i, (p, (a, b)) in enumerate(zip(periods, current, strict=True))
     ]
     return PerformanceResult(points, _meta(ctx, agg.sources))

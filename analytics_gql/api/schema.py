@@ -24,6 +24,7 @@ from analytics_gql.api.types import (
     RefreshResult,
     RollupStatus,
     TimeRange,
+    TopOrder,
     TopResult,
     ViewFilter,
     ViewInput,
@@ -43,6 +44,19 @@ from analytics_gql.storage import rollups as rollup_store
 
 Info = strawberry.Info[Context, None]
 MAX_ITEMS = 10_000
+
+
+_READER_FIELDS = frozenset({"readers", "totalReaders", "readersGrowth", "previousReaders"})
+
+
+def _wants_readers(info: Info) -> bool:
+    """True when any reader field is selected under this root field (fragments included; @skip/@include are not
+    evaluated, so a skipped reader field still reads the sets: never the other way round)."""
+    def walk(selections: list[object]) -> bool:
+        return any(getattr(s, "name", None) in _READER_FIELDS or walk(getattr(s, "selections", None) or [])
+                   for s in selections)
+
+    return walk(list(info.selected_fields))
 
 
 def _items(items: list[object], what: str) -> None:
@@ -67,22 +81,23 @@ class Query:
             filter=filter_to_domain(filter),
             # CONTRACT 3: `first: Int = 100`, so an explicit null means the default.
             first=Q.check_between(100 if first is None else first, 1, Q.MAX_PAGE, "first"),
-            compare=comparison_to_domain(compare))
+            compare=comparison_to_domain(compare), readers=_wants_readers(info))
         query = q.identity()
         page = await ctx.read(reports.blog_views, resume(q, after), share=not ctx.transient_pages, quick=True)
         return BlogViewsResult.from_domain(page, query)
 
-    @strawberry.field(description="The top `limit` groups by views (ties broken by key). `compare` adds each "
-                                  "row's views in a comparison range.")
+    @strawberry.field(description="The top `limit` groups by views (ties broken by key), or by distinct readers "
+                                  "with orderBy: READERS. `compare` adds each row's views in a comparison range.")
     async def top(self, info: Info, dimension: Dimension, range: TimeRange | None = None,
                   filter: ViewFilter | None = None, time_zone: str | None = None, limit: int | None = 10,
-                  compare: Comparison | None = None) -> TopResult:
+                  compare: Comparison | None = None, order_by: TopOrder | None = TopOrder.VIEWS) -> TopResult:
         ctx = info.context
         q = Q.TopQuery(dimension=Q.Dimension(dimension.value),
                        range=range_to_domain(range, time_zone, ctx.settings.timezone),
                        filter=filter_to_domain(filter),  # CONTRACT 3: `limit: Int = 10`; null means the default
                        limit=Q.check_between(10 if limit is None else limit, 1, Q.MAX_LIMIT, "limit"),
-                       compare=comparison_to_domain(compare))
+                       compare=comparison_to_domain(compare), readers=_wants_readers(info),
+                       by_readers=order_by is TopOrder.READERS)
         return TopResult.from_domain(await ctx.read(reports.top, q, quick=True))
 
     @strawberry.field(description="A dense series: every period meeting the range, with blogs created and "
@@ -97,7 +112,8 @@ class Query:
 
             f = F.And((f, F.atom(F.Field.AUTHOR, str(author_id))))
         q = Q.PerformanceQuery(granularity=granularity_to_domain(granularity),
-                               range=range_to_domain(range, time_zone, ctx.settings.timezone), filter=f)
+                               range=range_to_domain(range, time_zone, ctx.settings.timezone), filter=f,
+                               readers=_wants_readers(info))
         return PerformanceResult.from_domain(await ctx.read(reports.performance, q, quick=True))
 
     @strawberry.field(description="Watermark, pending raw events, last pass and rows per rollup grain.")

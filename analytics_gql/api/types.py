@@ -49,6 +49,12 @@ class Comparison(enum.Enum):
     PREVIOUS_YEAR = "PREVIOUS_YEAR"
 
 
+@strawberry.enum(description="What top ranks by: VIEWS, or READERS (distinct readers, then views, then key).")
+class TopOrder(enum.Enum):
+    VIEWS = "VIEWS"
+    READERS = "READERS"
+
+
 def comparison_to_domain(c: Comparison | None) -> DomainComparison | None:
     """The domain comparison (None stays None)."""
     return DomainComparison(c.value) if c is not None else None
@@ -201,6 +207,9 @@ class ComparisonInfo:
 _PREVIOUS = "matching views of this row's group in the comparison range (0 when none); null without compare"
 _CHANGE = ("(views - previousViews) / previousViews * 100, rounded to 2 decimals; null without compare or when "
            "previousViews is 0")
+_READERS = ("distinct viewerIds among the matching views (views sent without a viewerId count in views only); "
+            "exact, from reader sets in the rollups")
+_PREVIOUS_READERS = "distinct viewerIds of this row's group in the comparison range; null without compare"
 
 
 @strawberry.type
@@ -219,6 +228,8 @@ class BlogViewsRow:
     views: int
     previous_views: int | None = strawberry.field(description=_PREVIOUS)
     change: float | None = strawberry.field(description=_CHANGE)
+    readers: int = strawberry.field(description=_READERS)
+    previous_readers: int | None = strawberry.field(description=_PREVIOUS_READERS)
 
 
 # GraphQL rows of a page of report rows, by the identity of that list (domain/memo.py); never mutated.
@@ -248,7 +259,8 @@ class BlogViewsResult:
                     start = starts[r.period_start] = instant(r.period_start)
                 nodes.append(BlogViewsRow(key=strawberry.ID(r.key), label=r.label, period_start=start,
                                           period_label=r.period_label, blog_count=r.blog_count, views=r.views,
-                                          previous_views=r.previous_views, change=r.change))
+                                          previous_views=r.previous_views, change=r.change, readers=r.readers,
+                                          previous_readers=r.previous_readers))
             if shared:
                 _PAGE_NODES.put(p.rows, nodes)
         cursor = (encode_cursor(p.end_offset, query=query, start=p.start, end=p.end)
@@ -269,6 +281,8 @@ class TopRow:
     share: float
     previous_views: int | None = strawberry.field(description=_PREVIOUS)
     change: float | None = strawberry.field(description=_CHANGE)
+    readers: int = strawberry.field(description=_READERS)
+    previous_readers: int | None = strawberry.field(description=_PREVIOUS_READERS)
 
 
 @strawberry.type
@@ -278,15 +292,18 @@ class TopResult:
     other_views: int
     meta: QueryMeta
     comparison: ComparisonInfo | None = strawberry.field(description="the comparison range; null without compare")
+    total_readers: int = strawberry.field(description="distinct viewerIds among all matching views of the range "
+                                                      "(not a sum of rows)")
 
     @staticmethod
     def from_domain(t: Q.TopResult) -> TopResult:
         total = t.total_views
         nodes = [TopRow(rank=i + 1, key=strawberry.ID(r.key), label=r.label, views=r.views, blog_count=r.blog_count,
                         share=(r.views / total) if total else 0.0, previous_views=r.previous_views,
-                        change=r.change) for i, r in enumerate(t.rows)]
+                        change=r.change, readers=r.readers, previous_readers=r.previous_readers)
+                 for i, r in enumerate(t.rows)]
         return TopResult(nodes=nodes, total_views=total, other_views=t.other_views, meta=QueryMeta.from_domain(t.meta),
-                         comparison=ComparisonInfo.from_domain(t.comparison))
+                         comparison=ComparisonInfo.from_domain(t.comparison), total_readers=t.total_readers)
 
 
 @strawberry.type
@@ -298,6 +315,9 @@ class PerformancePoint:
     blogs_created: int
     growth: float | None
     partial: bool
+    readers: int = strawberry.field(description=_READERS)
+    readers_growth: float | None = strawberry.field(description="as growth, over the distinct readers of the same "
+                                                                "two windows (null when the previous had none)")
 
 
 @strawberry.type
@@ -311,7 +331,8 @@ class PerformanceResult:
         return PerformanceResult(
             points=[PerformancePoint(period_start=cal.from_us(x.start), period_end=cal.from_us(x.end), label=x.label,
                                      views=x.views, blogs_created=x.blogs_created, growth=x.growth,
-                                     partial=x.partial) for x in p.points],
+                                     partial=x.partial, readers=x.readers, readers_growth=x.readers_growth)
+                    for x in p.points],
             meta=QueryMeta.from_domain(p.meta))
 
 

@@ -104,6 +104,7 @@ class BlogViewsQuery:
     first: int = 100
     offset: int = 0
     compare: Comparison | None = None
+    readers: bool = False  # distinct readers selected: read the reader sets too
 
     def __post_init__(self) -> None:
         if self.compare is not None and self.granularity is not None:
@@ -134,6 +135,8 @@ class TopQuery:
     filter: Filter = TRUE
     limit: int = 10
     compare: Comparison | None = None
+    readers: bool = False  # distinct readers selected (or ranked by): read the reader sets too
+    by_readers: bool = False  # orderBy READERS: readers desc, then views desc, then key
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class PerformanceQuery:
     granularity: cal.Granularity
     range: RangeSpec
     filter: Filter = TRUE
+    readers: bool = False  # readers or readersGrowth selected: read the reader sets too
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class GroupRow(NamedTuple):
     blog_count: int
     views: int
     previous_views: int | None = None  # views in the comparison range (None without compare)
+    readers: int = 0  # distinct viewerIds (0 when readers were not asked for)
+    previous_readers: int | None = None  # distinct viewerIds in the comparison range (compare and readers)
 
     @property
     def change(self) -> float | None:
@@ -201,6 +207,7 @@ class TopResult:
     total_views: int
     meta: Meta
     comparison: ComparisonSpan | None = None
+    total_readers: int = 0  # distinct viewerIds among all matching views (not a sum of rows)
 
     @property
     def other_views(self) -> int:
@@ -219,6 +226,8 @@ class Point:
     blogs_created: int
     growth: float | None
     partial: bool
+    readers: int = 0
+    readers_growth: float | None = None
 
 
 @dataclass(frozen=True)

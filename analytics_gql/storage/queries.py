@@ -54,6 +54,7 @@ class ReadContext:
     max_id: int
     dimensions_version: int | None = None
     rollups_version: int | None = None
+    readers_from: int = 0  # > 0: events folded before reader sets existed (migration 0006) are in no set
 
     @property
     def state_key(self) -> tuple[Any, ...]:
@@ -69,6 +70,7 @@ class ReadContext:
 
 _CONTEXT_SQL = text(
     f"SELECT 's', watermark, timezone, last_run_at FROM rollup_state WHERE id = {int(STATE_ID)} "
+    f"UNION ALL SELECT 'r', readers_from, NULL, NULL FROM rollup_state WHERE id = {int(STATE_ID)} "
     "UNION ALL SELECT 'm', MAX(id), NULL, NULL FROM view_events "
     "UNION ALL SELECT 'v' || name, version, NULL, NULL FROM data_versions "
     "UNION ALL SELECT 'h' || grain, kept_from, NULL, NULL FROM rollup_horizons")
@@ -84,8 +86,11 @@ def read_context(conn: Connection) -> ReadContext:
     max_id = 0
     versions: dict[str, int] = {}
     horizons = {RAW: 0, **{g.value: 0 for g in GRAINS}}
+    readers_from = 0
     for kind, value, zone, last_run in conn.execute(_CONTEXT_SQL):
-        if kind == "s":
+        if kind == "r":
+            readers_from = int(value)
+        elif kind == "s":
             state = (int(value), str(zone), None if last_run is None else int(last_run))
         elif kind == "m":
             max_id = int(value or 0)
@@ -96,7 +101,7 @@ def read_context(conn: Connection) -> ReadContext:
     dims, rolls = versions.get(DIMENSIONS_VERSION), versions.get(ROLLUPS_VERSION)
     if state is None:
         return ReadContext(0, None, {}, now, None, max_id, dims, rolls)
-    return ReadContext(state[0], ZoneInfo(state[1]), horizons, now, state[2], max_id, dims, rolls)
+    return ReadContext(state[0], ZoneInfo(state[1]), horizons, now, state[2], max_id, dims, rolls, readers_from)
 
 
 class NeedsThread(Exception):  # noqa: N818 - a signal, not an error

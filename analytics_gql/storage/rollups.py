@@ -23,6 +23,7 @@ from analytics_gql.domain.calendar import (
     bucket_key,
     day_offset_segments,
 )
+from analytics_gql.storage import reader_sets
 from analytics_gql.storage.tables import (
     ROLLUPS_VERSION,
     SHAPE_KEYS,
@@ -30,6 +31,7 @@ from analytics_gql.storage.tables import (
     Shape,
     bump_version,
     grain_tables,
+    reader_tables,
     rollup_horizons,
     rollup_state,
     rollup_tables,
@@ -145,7 +147,8 @@ def record_run(conn: Connection, *, started_at: int, events: int, ms: int) -> No
 
 def rollups_empty(conn: Connection) -> bool:
     """True when no grain holds a row."""
-    return all(conn.execute(select(t.c.bucket).limit(1)).first() is None for t in rollup_tables.values())
+    return all(conn.execute(select(t.c.bucket).limit(1)).first() is None
+               for t in [*rollup_tables.values(), *reader_tables.values()])
 
 
 def max_event_id(conn: Connection) -> int:
@@ -327,10 +330,16 @@ def raw_deltas(zone: ZoneInfo, lo_us: int, hi_us: int) -> dict[str, str]:
         "rollup_dbc": f"""
         SELECT (viewed_at + {offset}) / {DAY_US} AS day, blog_id, {vc} AS viewer_country, count(*) AS views
         FROM view_events WHERE id > :low AND id <= :high GROUP BY 1, 2, 3""",
+        # Distinct readers per (local day, blog, reader country), with each one's first raw id (arrival order, for
+        # the dictionary): storage/reader_sets.py folds them into the reader sets.
+        "rollup_readers": f"""
+        SELECT (viewed_at + {offset}) / {DAY_US} AS day, blog_id, {vc} AS viewer_country, viewer_id,
+               min(id) AS first_id
+        FROM view_events WHERE id > :low AND id <= :high AND viewer_id IS NOT NULL GROUP BY 1, 2, 3, 4""",
     }
 
 
-DELTAS = ("rollup_hc", "rollup_dbc", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
+DELTAS = ("rollup_hc", "rollup_dbc", "rollup_readers", "rollup_dc", "rollup_db", "rollup_days", "rollup_mbc")
 
 
 def fold_prepare(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
@@ -385,6 +394,7 @@ def fold_apply(conn: Connection) -> None:
         group = ", ".join(str(i) for i in range(1, len(keys) + 2))
         _add(conn, table, keys, f"SELECT {bucket} AS bucket{cols}, sum(d.views) AS views "
                                 f"FROM {source} d{join} GROUP BY {group}")
+    reader_sets.fold(conn)
     drop_deltas(conn)
 
 
@@ -406,8 +416,10 @@ def drop_deltas(conn: Connection) -> None:
 
 def truncate_rollups(conn: Connection) -> None:
     """Empty the five grains and forget their horizons (a rebuild recomputes them from raw)."""
-    for t in rollup_tables.values():
+    for t in [*rollup_tables.values(), *reader_tables.values()]:
         conn.execute(t.delete())
+    # Every grain is refilled from raw with its reader sets: readers are answerable again (migration 0006).
+    conn.execute(update(rollup_state).where(rollup_state.c.id == STATE_ID).values(readers_from=0))
     conn.execute(rollup_horizons.delete().where(rollup_horizons.c.grain != RAW))
     # Rollup rows changed without the watermark alone saying so: cached rollup parts must not be reused.
     bump_version(conn, ROLLUPS_VERSION)
@@ -616,7 +628,8 @@ def status(conn: Connection, retention_days: dict[str, int] | None = None) -> Ro
     z = ZoneInfo(zone_name) if zone_name else ZoneInfo("UTC")
     for g in GRAINS:
         # Rows: every table of the grain (what it costs to keep); span: the totals, which every event reaches.
-        n = sum(int(conn.execute(select(func.count()).select_from(t)).scalar() or 0) for t in grain_tables(g))
+        n = sum(int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
+                for (tg, _s), t in rollup_tables.items() if tg is g)  # view counts (reader sets are extra)
         t = rollup_tables[(g, Shape.TOTAL)]
         lo, hi = conn.execute(select(func.min(t.c.bucket), func.max(t.c.bucket))).one()
         oldest = bucket_interval(g, int(lo), z)[0] if lo is not None else None

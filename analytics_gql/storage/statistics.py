@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection
 
-from analytics_gql.storage.tables import authors, blogs, rollup_tables, view_events
+from analytics_gql.storage.tables import authors, blogs, reader_tables, rollup_tables, view_events, viewers
 
 # A scheduled pass analyses when it folded at least this many events, or more than PASS_ANALYZE_BASE plus a tenth of
 # the events folded before it (PostgreSQL's autovacuum rule, 50 + 10%, with a larger base: ANALYZE is not free).
@@ -25,7 +25,9 @@ SQLITE_ANALYSIS_LIMIT = 10_000
 
 RAW_TABLES: tuple[str, ...] = (view_events.name,)
 DIMENSION_TABLES: tuple[str, ...] = (authors.name, blogs.name)
-ROLLUP_TABLES: tuple[str, ...] = tuple(t.name for t in rollup_tables.values())
+# The reader sets and the viewer dictionary are written by the same passes as the view counts.
+ROLLUP_TABLES: tuple[str, ...] = (*(t.name for t in rollup_tables.values()),
+                                  *(t.name for t in reader_tables.values()), viewers.name)
 _KNOWN = frozenset(RAW_TABLES + DIMENSION_TABLES + ROLLUP_TABLES)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -136,9 +137,49 @@ rollup_tables: dict[tuple[Grain, Shape], Table] = {
 }
 
 
+# Distinct readers (CONTRACT 3, "Readers"): every viewerId folded in gets a dense integer in arrival order (the
+# pass assigns it, under the pass lock, in the transaction that folds its first event; never reassigned), and the
+# cells of the grains below keep the set of those integers as a Roaring bitmap (pyroaring's portable format).
+viewers = Table(
+    "viewers",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("viewer_id", String(255), nullable=False, unique=True),
+)
+
+# Which grains keep reader sets, per shape: chosen by measuring bytes of sets per raw event (docs/ARCHITECTURE.md,
+# "Reader sets"). Sets of small cells cost ~18 bytes of container overhead each, so fine grains of wide shapes
+# (hour x blog, day x blog) cost more than the raw event they summarise; their questions read distinct viewers of
+# raw events (by the viewed_at index) for the pieces no kept grain covers, as views do.
+READER_GRAINS: dict[Shape, tuple[Grain, ...]] = {
+    Shape.TOTAL: (Grain.DAY, Grain.WEEK, Grain.MONTH, Grain.YEAR),
+    Shape.BY_COUNTRY: (Grain.MONTH, Grain.YEAR),
+    Shape.BY_BLOG: (Grain.MONTH, Grain.YEAR),
+    Shape.FULL: (Grain.YEAR,),
+}
+
+
+def _reader_table(grain: Grain, shape: Shape) -> Table:
+    keys = SHAPE_KEYS[shape]
+    return Table(
+        f"readers_{grain.value}_{shape.value}",
+        metadata,
+        Column("bucket", Integer, nullable=False),
+        *[Column(k, _KEY_TYPES[k], nullable=False) for k in keys],
+        # The cell's viewer integers (viewers.id), pyroaring BitMap.serialize(); never empty.
+        Column("readers", LargeBinary, nullable=False),
+        PrimaryKeyConstraint("bucket", *keys),
+    )
+
+
+reader_tables: dict[tuple[Grain, Shape], Table] = {
+    (g, s): _reader_table(g, s) for s in Shape for g in READER_GRAINS[s]
+}
+
+
 def grain_tables(grain: Grain) -> list[Table]:
-    """The tables of one grain, widest shape first."""
-    return [t for (g, _), t in rollup_tables.items() if g is grain]
+    """The tables of one grain (view counts widest shape first, then reader sets)."""
+    return [t for (g, _), t in [*rollup_tables.items(), *reader_tables.items()] if g is grain]
 
 
 # One row (id = 1): the watermark (last raw id folded in), the zone the local grains were built in, bookkeeping.
@@ -153,6 +194,9 @@ rollup_state = Table(
     Column("last_run_ms", Integer, nullable=False, server_default="0"),
     Column("last_compact_at", BigInteger, nullable=True),
     Column("last_audit_at", BigInteger, nullable=True),
+    # Events with ids at or below this were folded before reader sets existed (migration 0006): readers are
+    # refused until `rollup --rebuild` recomputes every grain (0 = the sets hold every folded event).
+    Column("readers_from", BigInteger, nullable=False, server_default="0"),
 )
 
 # Per grain ("raw" included): the first instant still complete after compaction (0 = nothing compacted).

@@ -54,6 +54,7 @@ class View:
     blog: str
     viewer_country: str | None
     viewed_at: int
+    viewer: str | None = None  # viewerId (None: sent without one)
 
 
 @dataclass
@@ -436,3 +437,23 @@ def compared_over(data: Data, *, dimension: str, start: int, end: int, f: dict[s
     for v in views:
         previous[_key_label(data, dimension, v)[0]] += 1
     return Compared(ps, pe, len(views), dict(previous))
+
+
+# ---------------------------------------------------------------- readers
+
+
+def readers(data: Data, f: dict[str, Any] | None, a: int, b: int, dim: str | None = None,
+            key: str | None = None) -> int:
+    """Distinct viewerIds (exact strings) among the matching views in [a, b), of one group when `dim` is given."""
+    return len({v.viewer for v in matching(data, f) if a <= v.viewed_at < b and v.viewer is not None
+                and (dim is None or _key_label(data, dim, v)[0] == key)})
+
+
+def top_by_readers(data: Data, *, dimension: str, start: int | None, end: int, f: dict[str, Any] | None,
+                   limit: int) -> list[tuple[str, int, int]]:
+    """(key, views, readers) of the top `limit` groups by readers desc, views desc, key ascending."""
+    s, e = resolve_range(data, start, end)
+    rows = blog_views(data, group_by=dimension, granularity=None, start=start, end=end, zone="UTC", f=f)
+    ranked = sorted(((r.key, r.views, readers(data, f, s, e, dimension, r.key)) for r in rows),
+                    key=lambda t: (-t[2], -t[1], t[0]))
+    return ranked[:limit]

@@ -122,8 +122,8 @@ def reset(db: Database) -> None:
     """Empty every table but countries (between Hypothesis examples on one database)."""
     with db.write() as conn:
         names = set(inspect(conn).get_table_names())
-        order = ["view_events", *sorted(n for n in names if n.startswith("views_")), "rollup_state",
-                 "rollup_horizons", "blogs", "authors"]
+        order = ["view_events", *sorted(n for n in names if n.startswith(("views_", "readers_"))), "viewers",
+                 "rollup_state", "rollup_horizons", "blogs", "authors"]
         for name in order:
             if name in names:
                 conn.execute(text(f"DELETE FROM {name}"))

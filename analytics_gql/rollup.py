@@ -13,16 +13,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from pyroaring import BitMap
 from sqlalchemy import Connection
 
 from analytics_gql.domain.calendar import DAY_US, GRAINS, Grain, bucket_interval, bucket_key, from_us
 from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
+from analytics_gql.storage import reader_sets
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage import statistics as stats
 from analytics_gql.storage import status as operator
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import SHAPE_KEYS, grain_tables, rollup_tables
+from analytics_gql.storage.tables import SHAPE_KEYS, grain_tables, reader_tables, rollup_tables
 
 log = logging.getLogger(__name__)
 
@@ -390,11 +392,45 @@ def audit(db: Database, settings: Settings, sample: int = 200, repair: bool = Tr
                                      cell.viewer_country, cell.stored, raw))
                 if repair:
                     store.set_cell(conn, cell, raw)
+        _audit_readers(conn, report, rng, zone, wm, kept, events, sample, repair)
         report.repaired = repair and bool(report.drift)
         store.record_audit(conn, store.now_us())
     if report.drift:
         log.warning(report.summary())
     return report
+
+
+# Reader-set cells recomputed per table and audit: a blog-less cell of a coarse grain costs a scan of its raw events.
+_READER_CELLS_BLOGLESS = 2
+
+
+def _audit_readers(conn: Connection, report: AuditReport, rng: random.Random, zone: ZoneInfo, wm: int,
+                   kept: dict[str, int], events: list[tuple[int, int, str]], sample: int, repair: bool) -> None:
+    """Recompute sampled reader-set cells (stored ones and those of the sampled raw events) from raw; the drift
+    is reported as (table, key, stored size, raw size) and repaired by overwriting the set."""
+    per_table = max(4, sample // 20)
+    for (g, shape) in reader_tables:
+        keys = set(reader_sets.sample_cells(conn, g, shape, per_table))
+        keys |= {tuple(k for k in store.project(shape, bucket_key(g, at, zone), blog, c) if k is not None)
+                 for at, blog, c in events[:per_table]}
+        chosen = sorted(keys)
+        limit = per_table if "blog_id" in SHAPE_KEYS[shape] else _READER_CELLS_BLOGLESS
+        chosen = sorted(rng.sample(chosen, min(len(chosen), limit)))
+        stored = reader_sets.stored_sets(conn, g, shape, chosen)
+        for key in chosen:
+            lo, hi = bucket_interval(g, int(key[0]), zone)
+            if lo < kept[store.RAW] or lo < kept[g.value]:
+                continue  # raw no longer complete for this cell
+            raw = reader_sets.raw_set(conn, shape, key, lo, hi, wm)
+            report.checked += 1
+            have = stored.get(key, BitMap())
+            if raw != have:
+                blog = key[1] if "blog_id" in SHAPE_KEYS[shape] else None
+                country = key[-1] if "viewer_country" in SHAPE_KEYS[shape] else None
+                report.drift.append((f"{g.value}/{shape.value} readers", int(key[0]), blog, country, len(have),
+                                     len(raw)))
+                if repair:
+                    reader_sets.set_cell(conn, g, shape, key, raw)
 
 
 def status(db: Database, settings: Settings) -> store.RollupStatus:

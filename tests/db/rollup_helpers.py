@@ -10,7 +10,17 @@ from sqlalchemy import Connection, delete, insert, select, text
 
 from analytics_gql.domain.calendar import GRAINS, Grain
 from analytics_gql.storage.engine import Database
-from analytics_gql.storage.tables import SHAPE_KEYS, Shape, rollup_horizons, rollup_state, rollup_tables, view_events
+from analytics_gql.storage.reader_sets import decode
+from analytics_gql.storage.tables import (
+    SHAPE_KEYS,
+    Shape,
+    reader_tables,
+    rollup_horizons,
+    rollup_state,
+    rollup_tables,
+    view_events,
+    viewers,
+)
 
 Event = tuple[int, str | None, int]  # blog_id, viewer_country, viewed_at
 
@@ -26,7 +36,8 @@ def add_events(db: Database, events: list[Event]) -> None:
 def reset(db: Database) -> None:
     """Empty raw events, rollups and bookkeeping (between Hypothesis examples on one database)."""
     with db.write() as conn:
-        for t in (view_events, rollup_state, rollup_horizons, *rollup_tables.values()):
+        for t in (view_events, rollup_state, rollup_horizons, *rollup_tables.values(), *reader_tables.values(),
+                  viewers):
             conn.execute(delete(t))
 
 
@@ -113,6 +124,49 @@ def assert_exact(db: Database, zone: str) -> None:
         assert counts == need, f"{g} {shape}: extra {extra}, missing {missing}"
 
 
+def add_viewed(db: Database, events: list[tuple[int, str | None, int, str | None]]) -> None:
+    """Insert raw events with viewerIds (blog_id, viewer_country, viewed_at, viewer_id) in one transaction."""
+    if not events:
+        return
+    with db.write() as conn:
+        conn.execute(insert(view_events), [{"blog_id": b, "viewer_country": c, "viewed_at": t, "viewer_id": v}
+                                           for b, c, t, v in events])
+
+
+def assert_readers_exact(db: Database, zone: str) -> None:
+    """Every reader-set table equals the distinct viewerIds (as strings) of the raw events below the watermark,
+    grouped per cell with the contract's periods; the dictionary is dense and one-to-one."""
+    z = ZoneInfo(zone)
+    with db.read() as conn:
+        wm = conn.execute(select(rollup_state.c.watermark)).scalar() or 0
+        rows = conn.execute(select(view_events.c.blog_id, view_events.c.viewer_country, view_events.c.viewed_at,
+                                   view_events.c.viewer_id).where(view_events.c.id <= wm)).all()
+        names = dict(conn.execute(select(viewers.c.id, viewers.c.viewer_id)).all())
+        got: dict[tuple[Grain, Shape], dict[Key, set[str]]] = {}
+        for (g, shape), t in reader_tables.items():
+            keys = SHAPE_KEYS[shape]
+            cells: dict[Key, set[str]] = {}
+            for row in conn.execute(select(t.c.bucket, *(t.c[k] for k in keys), t.c.readers)):
+                values = dict(zip(keys, row[1:-1], strict=True))
+                cells[(row[0], values.get("blog_id"), values.get("viewer_country"))] = {
+                    names[i] for i in decode(row[-1])}
+            got[(g, shape)] = cells
+    # Dense integers: consecutive (PostgreSQL's identity does not restart after the tests' DELETE).
+    assert not names or sorted(names) == list(range(min(names), min(names) + len(names)))
+    assert len(set(names.values())) == len(names)
+    assert set(names.values()) == {v for *_, v in rows if v is not None}
+    for (g, shape), cells in got.items():
+        keys = SHAPE_KEYS[shape]
+        want: dict[Key, set[str]] = {}
+        for blog, country, at, viewer in rows:
+            if viewer is None:
+                continue
+            key = (reference_key(g, at, z), blog if "blog_id" in keys else None,
+                   (country or "--") if "viewer_country" in keys else None)
+            want.setdefault(key, set()).add(viewer)
+        assert cells == want, f"{g} {shape}: {len(cells)} cells stored, {len(want)} expected"
+
+
 def bulk_events(db: Database, n: int, *, base: int = 788_918_400_000_000) -> None:
     """Insert n synthetic events with one set-based statement (50 blogs, 3 countries, ~3 years of hours)."""
     body = (f"SELECT 1 + i % 50, CASE WHEN i % 3 = 0 THEN NULL WHEN i % 3 = 1 THEN 'US' ELSE 'IN' END, "
@@ -144,8 +198,9 @@ def writers_and_passes(db: Database, settings: object, *, writers: int, transact
         r = random.Random(seed)
         try:
             for _ in range(transactions):
-                add_events(db, [(r.randint(1, blogs), r.choice([None, "US", "IN", "KE"]),
-                                 lo + r.randrange(800 * 86_400_000_000)) for _ in range(10)])
+                add_viewed(db, [(r.randint(1, blogs), r.choice([None, "US", "IN", "KE"]),
+                                 lo + r.randrange(800 * 86_400_000_000),
+                                 r.choice([None, f"v{r.randrange(300)}", f"V{r.randrange(30)}"])) for _ in range(10)])
         except BaseException as e:  # noqa: BLE001 - raised below
             errors.append(e)
 

@@ -94,3 +94,19 @@ def test_0004_downgrade_rebuilds_rollups_and_refuses_after_raw_compaction(fresh_
         conn.execute(rollup_horizons.insert().values(grain="raw", kept_from=day))
     with pytest.raises(RuntimeError, match="compacted"):
         schema.downgrade(fresh_db, "0003")
+
+
+def test_reader_sets_upgrade_records_what_was_folded_before(fresh_db: Database) -> None:
+    """0006 on a database with folded events: readers_from = the watermark (readers refused until a rebuild,
+    tests/api/test_readers.py); on a fresh one 0, and a rebuild resets it."""
+    schema.upgrade(fresh_db, "0005")
+    with fresh_db.write() as conn:
+        conn.execute(text("INSERT INTO rollup_state (id, watermark, timezone, last_run_events, last_run_ms) "
+                          "VALUES (1, 7, 'UTC', 0, 0)"))
+    schema.upgrade(fresh_db)
+    with fresh_db.read() as conn:
+        assert conn.execute(text("SELECT readers_from FROM rollup_state")).scalar() == 7
+    check_no_drift(fresh_db)
+    rollup.rebuild(fresh_db, Settings(database_url=fresh_db.settings.db_url, timezone="UTC"), progress=False)
+    with fresh_db.read() as conn:
+        assert conn.execute(text("SELECT readers_from, watermark FROM rollup_state")).one() == (0, 0)

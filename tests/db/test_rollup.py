@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +18,9 @@ from hypothesis import strategies as st
 from rollup_helpers import (
     Event,
     add_events,
+    add_viewed,
     assert_exact,
+    assert_readers_exact,
     expected,
     narrow,
     raw_events,
@@ -74,25 +77,28 @@ def instants(zone: str) -> st.SearchStrategy[int]:
 
 
 @st.composite
-def scenario(draw: st.DrawFn) -> tuple[str, int, list[list[Event]]]:
+def scenario(draw: st.DrawFn) -> tuple[str, int, list[list[tuple[int, str | None, int, str | None]]]]:
     zone = draw(st.sampled_from(ZONES))
-    event = st.tuples(st.integers(1, 3), st.sampled_from([None, "US", "IN"]), instants(zone))
+    event = st.tuples(st.integers(1, 3), st.sampled_from([None, "US", "IN"]), instants(zone),
+                      st.sampled_from([None, "v1", "V1", "v2", "é", "v3"]))
     batches = draw(st.lists(st.lists(event, max_size=25), min_size=1, max_size=4))
     chunk = draw(st.sampled_from([1, 7, 1000]))
     return zone, chunk, batches
 
 
 @given(scenario())
-def test_rollups_equal_independent_group_by(db: Database, case: tuple[str, int, list[list[Event]]]) -> None:
-    """Interleaved ingest and passes (late events included: batches are in no time order) stay exact."""
+def test_rollups_equal_independent_group_by(db: Database, case: tuple[str, int, list[list[Any]]]) -> None:
+    """Interleaved ingest and passes (late events included: batches are in no time order) stay exact, view counts
+    and reader sets (issue 12: each chunk's readers unioned into cells that already hold some of them)."""
     zone, chunk, batches = case
     reset(db)
     d, s = with_settings(db, timezone=zone, rollup_chunk=chunk)
     try:
         for batch in batches:
-            add_events(d, batch)
+            add_viewed(d, batch)
             rollup.refresh(d, s)
             assert_exact(d, zone)
+            assert_readers_exact(d, zone)
         with d.read() as conn:
             assert store.watermark(conn) == store.max_event_id(conn)
             assert len(raw_events(conn)) == sum(map(len, batches))
@@ -853,6 +859,7 @@ def test_sqlite_concurrent_writers_and_two_phase_passes_are_exact(tmp_path: obje
         with d.read() as conn:
             assert len(raw_events(conn)) == 6_000
         assert_exact(d, "UTC")
+        assert_readers_exact(d, "UTC")
         assert sum(folded) <= 6_000 and len(prepares) >= 2
     finally:
         d.dispose()

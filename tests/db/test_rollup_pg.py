@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 from conftest import pg_server
-from rollup_helpers import add_events, assert_exact, bulk_events, raw_events, stored, writers_and_passes
+from rollup_helpers import (
+    add_events,
+    assert_exact,
+    assert_readers_exact,
+    bulk_events,
+    raw_events,
+    stored,
+    writers_and_passes,
+)
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
@@ -50,6 +58,7 @@ def test_concurrent_writers_and_passes_are_exact(pg: Database) -> None:
         assert len(raw_events(conn)) == 50_000
         assert sum(stored(conn)[(store.Grain.DAY, Shape.TOTAL)].values()) == 50_000
     assert_exact(pg, "UTC")
+    assert_readers_exact(pg, "UTC")  # issue 12: reader sets of racing passes, each viewer counted in its cells
 
 
 def test_lower_id_committed_after_higher_id_is_not_skipped(pg: Database) -> None:

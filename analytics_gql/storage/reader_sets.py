@@ -101,6 +101,20 @@ def _stored(conn: Connection, table: Table, keys: tuple[str, ...], cells: list[C
     return out
 
 
+def _touched(conn: Connection, grain: Grain, shape: Shape) -> dict[CellKey, bytes]:
+    """The stored sets of the cells the chunk touches (rollup_rv's cells joined to the table: one statement, no
+    key lists; a list of 20,000 key tuples in IN was 1.1 s of a 50,000-event pass on PostgreSQL)."""
+    bucket, join = _BUCKETS[grain]
+    keys = SHAPE_KEYS[shape]
+    table = reader_tables[(grain, shape)].name
+    cols = ("bucket", *keys)
+    sub = ", ".join([f"{bucket} AS bucket", *(f"d.{k} AS {k}" for k in keys)])
+    on = " AND ".join(f"t.{c} = k.{c}" for c in cols)
+    sql = (f"SELECT {', '.join(f't.{c}' for c in cols)}, t.readers FROM {table} t "
+           f"JOIN (SELECT DISTINCT {sub} FROM rollup_rv d{join}) k ON {on}")
+    return {tuple(row[:-1]): row[-1] for row in conn.execute(text(sql))}
+
+
 def _write(conn: Connection, table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     """Insert or replace cells' sets (one executemany)."""
     if not rows:
@@ -160,7 +174,7 @@ def _merge(conn: Connection, grain: Grain, shape: Shape, cells: dict[CellKey, Bi
     """Union a chunk's cells into one reader table (read the touched stored sets, write the changed ones)."""
     table, keys = reader_tables[(grain, shape)], SHAPE_KEYS[shape]
     ordered = sorted(cells)
-    stored = _stored(conn, table, keys, ordered)
+    stored = _touched(conn, grain, shape)
     out: list[dict[str, Any]] = []
     for key in ordered:
         readers = cells[key]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import heapq
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -637,6 +637,51 @@ def aggregate(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]]
     ranked = _rank(conn, ctx, dim, views, count, None if limit is None else offset + limit)
     page = ranked[offset:] if limit is None else ranked[offset:offset + limit]
     return Aggregate(page, len(views), sum(views.values()), sources)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Views per (window, group) of every window, cached part and live rows added (a dict not to be changed: it
+    may be the cached part's own), distinct blogs per group, and the rows each source gave."""
+
+    views: dict[GroupKey, int]
+    blog_count: Callable[[GroupKey], int]
+    sources: list[SourceUse]
+
+
+def merged(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
+           f: F.Filter) -> Merged:
+    """What aggregate ranks, unranked: the same statements (cached part, live pieces and tail) and sums."""
+    f = F.simplify(f)
+    shape = rollup_shape(dim, f)
+    if f == F.FALSE:
+        p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
+        return Merged({}, lambda _g: 0, [SourceUse(s, 0) for s in p.sources()])
+    stable, pieces = _split_moving(windows, ctx)
+    ctx, p, part = _planned_part(conn, ctx, stable, shape, dim, f)
+    moving = [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]
+    if moving:
+        p = _with_moving(p, windows, moving)
+    tail, moving_rows = _live_rows(conn, ctx, p, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
+    counts = {**part.counts, TAIL: len(tail) - moving_rows}
+    if moving_rows:
+        counts[RAW] = counts.get(RAW, 0) + moving_rows
+    sources = [SourceUse(s, counts.get(s, 0)) for s in p.sources()]
+    fixed_blogs = part.blogs or {}
+    if not _needs_blog_sets(dim):
+        one = 1 if dim is Dimension.BLOG else 0
+        views = dict(part.views) if tail else part.views
+        for _src, pidx, gkey, _blog, k in tail:
+            views[(pidx, gkey)] = views.get((pidx, gkey), 0) + k
+        return Merged(views, lambda _g: one, sources)
+    views = dict(part.views)
+    extra: dict[GroupKey, set[int]] = {}
+    for _src, pidx, gkey, blog, k in tail:
+        g = (pidx, gkey)
+        views[g] = views.get(g, 0) + k
+        if blog is not None and blog not in fixed_blogs.get(g, ()):
+            extra.setdefault(g, set()).add(blog)
+    return Merged(views, lambda g: len(fixed_blogs.get(g, ())) + len(extra.get(g, ())), sources)
 
 
 def _compared(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: dict[GroupKey, int], n: int,

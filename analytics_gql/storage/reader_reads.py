@@ -12,7 +12,8 @@ per-group frozen sets; a warm answer unions only the live rows into the groups t
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import heapq
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +39,10 @@ class ReaderPart:
 
     sets: dict[GroupKey, FrozenBitMap]
     totals: dict[int, FrozenBitMap] = field(default_factory=dict)
+    counts: dict[GroupKey, int] = field(default_factory=dict)  # len() of each set, computed with the part
+
+    def __post_init__(self) -> None:
+        self.counts = {g: len(s) for g, s in self.sets.items()}
 
     @property
     def size(self) -> int:
@@ -63,10 +68,13 @@ class Readers:
 
     def count(self, g: GroupKey) -> int:
         """Distinct readers of one group in one window."""
-        fixed = self.part.sets.get(g, _EMPTY)
         extra = self.live.get(g)
-        n = len(fixed) if extra is None else fixed.union_cardinality(extra)
-        return n + len(self.new.get(g, ()))
+        if extra is None:
+            n = self.part.counts.get(g, 0)
+        else:
+            n = self.part.sets.get(g, _EMPTY).union_cardinality(extra)
+        new = self.new.get(g)
+        return n if new is None else n + len(new)
 
     def total(self, pidx: int) -> int:
         """Distinct readers of all groups in window `pidx` together."""
@@ -211,28 +219,36 @@ class ReaderAggregate:
 def aggregate(conn: Connection, ctx: Q.ReadContext, windows: list[tuple[int, int]], *, dim: Dimension | None,
               f: F.Filter, limit: int | None = None, offset: int = 0,
               compare: list[tuple[int, int]] | None = None, by_readers: bool = False) -> ReaderAggregate:
-    """storage/queries.aggregate with readers: the views of every group (ranked by views, unpaged, from the same
-    cached part) and the reader sets of the same windows, merged by group; ranked by readers (then views, key)
-    when `by_readers`, then paged."""
+    """storage/queries.aggregate with readers: the views of every group (storage/queries.merged: the same cached
+    part and live rows) and the reader sets of the same windows, by group; ranked by window, then views (or
+    readers, with `by_readers`: readers desc, views desc, key), key; paged; only the page is labelled twice."""
     check_available(ctx)
-    agg = Q.aggregate(conn, ctx, windows, dim=dim, f=f, compare=compare, share=False)
     n = len(windows)
+    every = [*windows, *(compare or [])]
+    m = Q.merged(conn, ctx, every, dim=dim, f=f)
     f = F.simplify(f)
-    rd = readers(conn, ctx, [*windows, *(compare or [])], Q.rollup_shape(dim, f), dim, f)
-    gkeys = {g for _i, g in rd.part.sets} | {g for _i, g in rd.live} | {g for _i, g in rd.new}
-    names = Q._names(conn, ctx, dim, gkeys)
-    by_key = {(names[g][0]): g for g in gkeys}
+    rd = readers(conn, ctx, every, Q.rollup_shape(dim, f), dim, f)
+    views = m.views
+    current = [g for g in views if g[0] < n]
+    names = Q._names(conn, ctx, dim, {g for _i, g in current})
 
-    def count(pidx: int, key: str) -> int:
-        g = by_key.get(key)
-        return 0 if g is None else rd.count((pidx, g))
+    def by_views(g: GroupKey) -> tuple[int, int, str]:
+        return (g[0], -views[g], names[g[1]][0])
 
-    counted = [(row, count(row[0], row[1]), before)
-               for row, before in zip(agg.rows, agg.previous or [0] * len(agg.rows), strict=True)]
-    if by_readers:  # readers desc, views desc, key (the views ranking was window, views desc, key)
-        counted.sort(key=lambda c: (c[0][0], -c[1], -c[0][3], c[0][1]))
-    page = counted[offset:] if limit is None else counted[offset:offset + limit]
-    previous = [c[2] for c in page] if agg.previous is not None else None
-    views = replace(agg, rows=[c[0] for c in page], previous=previous)
-    prev_readers = [count(n + c[0][0], c[0][1]) for c in page] if compare is not None else None
-    return ReaderAggregate(views, [c[1] for c in page], prev_readers, rd.total(0) if windows else 0)
+    def by_count(g: GroupKey) -> tuple[int, int, int, str]:
+        return (g[0], -rd.count(g), -views[g], names[g[1]][0])
+
+    order: Callable[[GroupKey], tuple[Any, ...]] = by_count if by_readers else by_views
+    first = None if limit is None else offset + limit
+    ranked = (heapq.nsmallest(first, current, key=order) if first is not None and first * 4 < len(current)
+              else sorted(current, key=order))
+    page = ranked[offset:first]
+    rows = [(g[0], names[g[1]][0], names[g[1]][1], views[g], m.blog_count(g)) for g in page]
+    previous = prev_readers = None
+    previous_total = 0
+    if compare is not None:
+        previous = [views.get((n + i, gk), 0) for i, gk in page]
+        prev_readers = [rd.count((n + i, gk)) for i, gk in page]
+        previous_total = sum(v for g, v in views.items() if g[0] >= n)
+    agg = Q.Aggregate(rows, len(current), sum(views[g] for g in current), m.sources, previous, previous_total)
+    return ReaderAggregate(agg, [rd.count(g) for g in page], prev_readers, rd.total(0) if windows else 0)

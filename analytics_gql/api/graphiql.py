@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,13 +29,13 @@ class Example:
     variables: dict[str, Any] | None = None
 
 
-def examples(today: date | None = None) -> list[Example]:
-    """The saved example queries; ranges are relative to `today` so they always cover recent data."""
-    today = today or datetime.now(UTC).date()
-    year_ago = today - timedelta(days=365)
-    month_ago = today - timedelta(days=30)
-    return [
-        Example("top-blogs", """\
+def _last_30_days(today: date) -> dict[str, str]:
+    return {"start": (today - timedelta(days=30)).isoformat(), "end": today.isoformat()}
+
+
+# (name, query, variables from today's date): ranges are relative to the day the page is served.
+_EXAMPLES: list[tuple[str, str, Callable[[date], dict[str, str]] | None]] = [
+        ("top-blogs", """\
 # The ten most viewed blogs over all the data, with each one's share of all views.
 query TopBlogs {
   top(dimension: BLOG, limit: 10) {
@@ -44,8 +45,8 @@ query TopBlogs {
     meta { asOf watermark }
   }
 }
-"""),
-        Example("views-by-country-monthly", """\
+""", None),
+        ("views-by-country-monthly", """\
 # Views per reader country and month over the last year (one page of 20 rows; pass endCursor as `after`).
 query ViewsByCountryMonthly($start: DateTime!) {
   blogViews(groupBy: VIEWER_COUNTRY, granularity: MONTH, range: {start: $start}, first: 20) {
@@ -55,8 +56,8 @@ query ViewsByCountryMonthly($start: DateTime!) {
     meta { asOf watermark }
   }
 }
-""", {"start": year_ago.isoformat()}),
-        Example("daily-performance", """\
+""", lambda t: {"start": (t - timedelta(days=365)).isoformat()}),
+        ("daily-performance", """\
 # A dense daily series for the last 30 days in New York time, with growth against the day before.
 query DailyPerformance($start: DateTime!, $end: DateTime!) {
   performance(granularity: DAY, range: {start: $start, end: $end}, timeZone: "America/New_York") {
@@ -64,8 +65,8 @@ query DailyPerformance($start: DateTime!, $end: DateTime!) {
     meta { asOf watermark }
   }
 }
-""", {"start": month_ago.isoformat(), "end": today.isoformat()}),
-        Example("top-blogs-vs-previous-period", """\
+""", _last_30_days),
+        ("top-blogs-vs-previous-period", """\
 # The top blogs of the last 30 days against the 30 days before: previousViews and change (percent) per row.
 query TopBlogsVsPreviousPeriod($start: DateTime!, $end: DateTime!) {
   top(dimension: BLOG, limit: 10, range: {start: $start, end: $end}, compare: PREVIOUS_PERIOD) {
@@ -74,8 +75,19 @@ query TopBlogsVsPreviousPeriod($start: DateTime!, $end: DateTime!) {
     comparison { start end totalViews }
   }
 }
-""", {"start": month_ago.isoformat(), "end": today.isoformat()}),
-        Example("top-authors-filtered", """\
+""", _last_30_days),
+        ("top-blogs-by-readers", """\
+# The blogs with the most distinct readers over the last 30 days (exact), with all readers of the range together
+# (totalReaders is not a sum of rows: one reader of two blogs counts once).
+query TopBlogsByReaders($start: DateTime!, $end: DateTime!) {
+  top(dimension: BLOG, limit: 10, orderBy: READERS, range: {start: $start, end: $end}) {
+    totalViews
+    totalReaders
+    nodes { rank key label views readers }
+  }
+}
+""", _last_30_days),
+        ("top-authors-filtered", """\
 # Top authors by views from readers in the US or the UK, excluding blogs based in the US.
 query TopAuthorsFiltered {
   top(
@@ -87,8 +99,8 @@ query TopAuthorsFiltered {
     nodes { rank key label views share }
   }
 }
-"""),
-        Example("rollup-status", """\
+""", None),
+        ("rollup-status", """\
 # How far the rollups have folded in the raw events, and what each grain holds.
 query RollupStatus {
   rollupStatus {
@@ -98,8 +110,14 @@ query RollupStatus {
     grains { grain rows oldest newest retainedFor }
   }
 }
-"""),
-    ]
+""", None),
+]
+
+
+def examples(today: date | None = None) -> list[Example]:
+    """The saved example queries; ranges are relative to `today` so they always cover recent data."""
+    day = today or datetime.now(UTC).date()
+    return [Example(name, query, variables(day) if variables else None) for name, query, variables in _EXAMPLES]
 
 
 def page(*, endpoint: str, keys_required: bool, today: date | None = None) -> str:

@@ -64,6 +64,7 @@ def page(*, endpoint: str, keys_required: bool, default_zone: str) -> str:
     <p id="status" role="status">Loading…</p>
     <section class="totals" aria-label="totals">
       <div class="total" id="total-views"><h2>Views</h2><p class="value">–</p><p class="change"></p></div>
+      <div class="total" id="total-readers"><h2>Readers</h2><p class="value">–</p><p class="change"></p></div>
       <div class="total" id="total-created"><h2>Blogs created</h2><p class="value">–</p><p class="change"></p></div>
     </section>
     <section class="chart-box" aria-label="views over time">

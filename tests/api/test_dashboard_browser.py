@@ -48,10 +48,11 @@ def views_records() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for blog, reader, day, n in FEB:
         out += [{"eventId": f"f-{blog}-{day}-{i}", "blogId": blog, "viewerCountry": reader,
-                 "viewedAt": f"2025-02-{day:02d}T{10 + i % 10:02d}:00:00Z"} for i in range(n)]
+                 "viewerId": f"{reader}-{i % 3}", "viewedAt": f"2025-02-{day:02d}T{10 + i % 10:02d}:00:00Z"}
+                for i in range(n)]
     for blog, reader, day, n in JAN:
         out += [{"eventId": f"j-{blog}-{day}-{i}", "blogId": blog, "viewerCountry": reader,
-                 "viewedAt": f"2025-01-{day:02d}T12:00:00Z"} for i in range(n)]
+                 "viewerId": f"{reader}-{i % 3}", "viewedAt": f"2025-01-{day:02d}T12:00:00Z"} for i in range(n)]
     for blog, reader, hours, n in RECENT:
         out += [{"eventId": f"r-{blog}-{hours}-{i}", "blogId": blog, "viewerCountry": reader,
                  "viewedAt": (NOW - dt.timedelta(hours=hours, minutes=i)).isoformat()} for i in range(n)]
@@ -147,7 +148,9 @@ TOPS = """query($r: TimeRange!, $f: ViewFilter, $tz: String, $g: Granularity!) {
   COUNTRY: top(dimension: COUNTRY, range: $r, filter: $f, timeZone: $tz, limit: 10) { ...T }
   VIEWER_COUNTRY: top(dimension: VIEWER_COUNTRY, range: $r, filter: $f, timeZone: $tz, limit: 10) { ...T }
   series: performance(granularity: $g, range: $r, filter: $f, timeZone: $tz) { points { views } } }
-fragment T on TopResult { totalViews nodes { key views } comparison { totalViews } }"""
+fragment T on TopResult { totalViews totalReaders nodes { key views readers } comparison { start end totalViews } }"""
+PREVIOUS_READERS = """query($r: TimeRange!, $f: ViewFilter, $tz: String) {
+  top(dimension: BLOG, range: $r, filter: $f, timeZone: $tz) { totalReaders } }"""
 
 
 def shown(d: Any) -> dict[str, Any]:
@@ -156,11 +159,13 @@ def shown(d: Any) -> dict[str, Any]:
       const tops = {};
       for (const dim of ["BLOG", "AUTHOR", "COUNTRY", "VIEWER_COUNTRY"]) {
         tops[dim] = [...document.querySelectorAll(`#top-${dim} li[data-key]`)].map(
-          li => [li.dataset.key, Number(li.dataset.views)]);
+          li => [li.dataset.key, Number(li.dataset.views), Number(li.dataset.readers)]);
       }
       const views = document.getElementById("total-views");
+      const readers = document.getElementById("total-readers");
       const chart = document.getElementById("chart");
       return {views: Number(views.dataset.value), previous: Number(views.dataset.previous),
+              readers: Number(readers.dataset.value), previousReaders: Number(readers.dataset.previous),
               text: views.innerText, tops, points: Number(chart.dataset.points), ink: Number(chart.dataset.ink),
               question: JSON.parse(document.body.dataset.question), search: location.search,
               resources: performance.getEntriesByType("resource").map(e => e.name).concat([location.href]),
@@ -172,8 +177,13 @@ def agrees_with_api(base: str, page: dict[str, Any]) -> dict[str, Any]:
     data = ask(base, TOPS, page["question"])
     assert page["views"] == data["BLOG"]["totalViews"]
     assert page["previous"] == data["BLOG"]["comparison"]["totalViews"]
+    assert page["readers"] == data["BLOG"]["totalReaders"]
+    c = data["BLOG"]["comparison"]
+    before = ask(base, PREVIOUS_READERS, {"r": {"start": c["start"], "end": c["end"]}, "f": page["question"]["f"],
+                                          "tz": page["question"]["tz"]})
+    assert page["previousReaders"] == before["top"]["totalReaders"]
     for dim in ("BLOG", "AUTHOR", "COUNTRY", "VIEWER_COUNTRY"):
-        assert page["tops"][dim] == [[n["key"], n["views"]] for n in data[dim]["nodes"]], dim
+        assert page["tops"][dim] == [[n["key"], n["views"], n["readers"]] for n in data[dim]["nodes"]], dim
     assert page["points"] == len(data["series"]["points"])
     return data
 
@@ -202,8 +212,11 @@ def test_dashboard_shows_the_apis_answers_and_follows_range_and_filters(server: 
     by_blog = Counter[str]()
     for blog, _reader, _day, n in FEB:
         by_blog[blog] += n
-    assert page["tops"]["BLOG"] == [[b, n] for b, n in sorted(by_blog.items(), key=lambda p: (-p[1], p[0]))]
-    assert page["tops"]["COUNTRY"] == [["KE", 19], ["DE", 4]]
+    readers = {"b1": 6, "b2": 3, "b3": 3}  # viewerIds "<country>-<i % 3>": three per (blog, reader country)
+    assert page["tops"]["BLOG"] == [[b, n, readers[b]]
+                                    for b, n in sorted(by_blog.items(), key=lambda p: (-p[1], p[0]))]
+    assert page["tops"]["COUNTRY"] == [["KE", 19, 9], ["DE", 4, 3]]
+    assert (page["readers"], page["previousReaders"]) == (12, 2)  # Feb: 4 x 3 ids; Jan: DE-0, DE-1
     assert page["question"]["r"] == {"start": "2025-02-01", "end": "2025-03-01"}  # the last day is included
     assert page["points"] == 28 and page["ink"] > 1_000  # one point a day, and the canvas is painted
     agrees_with_api(server, page)
@@ -215,7 +228,7 @@ def test_dashboard_shows_the_apis_answers_and_follows_range_and_filters(server: 
     assert settle(d, 2) == "ready"
     page = shown(d)
     assert page["views"] == 13 and "viewerCountry=us%2C+in" in page["search"]
-    assert page["tops"]["VIEWER_COUNTRY"] == [["US", 10], ["IN", 3]]
+    assert page["tops"]["VIEWER_COUNTRY"] == [["US", 10, 3], ["IN", 3, 3]]
     agrees_with_api(server, page)
 
     # A relative range: the last 7 days (ends now, millisecond precision), the filter cleared.

@@ -31,12 +31,13 @@
     "  series: performance(granularity: $g, range: $r, filter: $f, timeZone: $tz) {",
     "    points { periodStart label views blogsCreated partial } meta { asOf watermark } }",
     "}",
-    "fragment Top on TopResult { totalViews otherViews",
-    "  nodes { rank key label views share previousViews change } comparison { start end totalViews } }"
+    "fragment Top on TopResult { totalViews totalReaders otherViews",
+    "  nodes { rank key label views readers share previousViews change } comparison { start end totalViews } }"
   ].join("\n");
   var PREVIOUS = "query DashboardPrevious($r: TimeRange!, $f: ViewFilter, $tz: String, $g: Granularity!) {\n" +
     "  series: performance(granularity: $g, range: $r, filter: $f, timeZone: $tz) {\n" +
-    "    points { periodStart views blogsCreated } } }";
+    "    points { periodStart views blogsCreated } }\n" +
+    "  readers: top(dimension: BLOG, range: $r, filter: $f, timeZone: $tz, limit: 1) { totalReaders } }";
 
   // ------------------------------------------------------------------ state <-> URL <-> form
 
@@ -175,6 +176,7 @@
       var li = document.createElement("li");
       li.dataset.key = n.key;
       li.dataset.views = String(n.views);
+      li.dataset.readers = String(n.readers);
       var bar = document.createElement("span");
       bar.className = "bar";
       bar.style.width = (n.share * 100).toFixed(2) + "%";
@@ -184,7 +186,8 @@
       label.title = n.key;
       var views = document.createElement("span");
       views.className = "views";
-      views.textContent = number.format(n.views) + " · " + (n.share * 100).toFixed(1) + "%";
+      views.textContent = number.format(n.views) + " · " + (n.share * 100).toFixed(1) + "% · " +
+        number.format(n.readers) + (n.readers === 1 ? " reader" : " readers");
       var delta = document.createElement("span");
       delta.className = "delta";
       delta.textContent = n.change === null ? (n.previousViews ? "" : "new") : percent(n.change);
@@ -232,9 +235,10 @@
     document.querySelector(".chart-box .legend").textContent = "— this period  ┄ previous period";
   }
 
-  function render(data, previous, drawn) {
+  function render(data, previous, previousReaders, drawn) {
     var top = data.BLOG;
     setTotal("total-views", top.totalViews, top.comparison.totalViews);
+    setTotal("total-readers", top.totalReaders, previousReaders);
     var created = data.series.points.reduce(function (a, p) { return a + p.blogsCreated; }, 0);
     var before = previous.reduce(function (a, p) { return a + p.blogsCreated; }, 0);
     setTotal("total-created", created, before);
@@ -255,10 +259,12 @@
     post(QUERY, variables).then(function (data) {
       var cmp = data.BLOG.comparison;
       var prevVars = { r: { start: cmp.start, end: cmp.end }, f: variables.f, tz: s.tz, g: question.granularity };
-      return post(PREVIOUS, prevVars).then(function (prev) { return [data, prev.series.points]; });
+      return post(PREVIOUS, prevVars).then(function (prev) {
+        return [data, prev.series.points, prev.readers.totalReaders];
+      });
     }).then(function (both) {
       if (mine !== generation) { return; }
-      render(both[0], both[1], function () {
+      render(both[0], both[1], both[2], function () {
         if (mine !== generation) { return; }
         statusEl.textContent = "";
         document.body.dataset.state = "ready";

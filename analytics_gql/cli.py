@@ -20,38 +20,16 @@ class Unreachable(Exception):
 
 def _check_url(settings: Settings) -> URL:
     """Refuse an ANALYTICS_DATABASE_URL no dialect can use (for commands that must start while it is down)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from analytics_gql.storage.engine import check_url
 
-    from analytics_gql.errors import UserError
-    from analytics_gql.storage.engine import normalise_url
-
-    unsupported = UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
-                            "(use sqlite:///PATH or postgresql+psycopg://...)")
-    try:
-        url = make_url(normalise_url(settings.db_url))
-        dialect = url.get_dialect()
-    except ArgumentError:
-        raise unsupported from None
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise unsupported
-    try:
-        dialect.import_dbapi()
-    except ImportError:
-        raise UserError(f"ANALYTICS_DATABASE_URL: the driver {url.get_driver_name()!r} is not installed "
-                        "(use sqlite:///PATH or postgresql+psycopg://...)") from None
-    return url
+    return check_url(settings.db_url)
 
 
 def _check_sqlite_file(url: URL) -> None:
-    """On SQLite, refuse a path with no file: connecting would create an empty one (a mistyped path then leaves
-    litter behind and serves nothing); only `migrate` and `demo` create the database."""
-    from analytics_gql.errors import UserError
+    """Refuse a SQLite path with no file (storage/engine.check_sqlite_file)."""
+    from analytics_gql.storage.engine import check_sqlite_file
 
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
-        raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
-                        "or check ANALYTICS_DATABASE_URL")
+    check_sqlite_file(url)
 
 
 def _db(settings: Settings, *, migrated: bool = True):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from analytics_gql.domain.calendar import DAY_US, GRAINS, Grain, bucket_interval, bucket_key, from_us
 from analytics_gql.errors import RebuildRequired, UserError
 from analytics_gql.settings import Settings
-from analytics_gql.storage import reader_sets
+from analytics_gql.storage import passes, reader_sets
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage import statistics as stats
 from analytics_gql.storage import status as operator
@@ -28,27 +28,11 @@ from analytics_gql.storage.tables import SHAPE_KEYS, grain_tables, reader_tables
 
 log = logging.getLogger(__name__)
 
-# Raw ids folded per pass transaction when ANALYTICS_ROLLUP_CHUNK is unset (docs/BENCHMARKS.md, "Rollup pass cost").
-# SQLite: a chunk holds the single write lock only while it adds its deltas, computed beforehand without the lock
-# (refresh); the adding grows with the chunk (writers waited up to ~2 s with 1,000,000 ids, docs/BENCHMARKS.md).
-# PostgreSQL: a pass transaction blocks no writer and no reader (MVCC; it takes the raw table's EXCLUSIVE lock only
-# in its own short transaction first, R6), and only other passes, compaction and audit wait for its lock. Its cost
-# is rewriting rollup rows that every chunk touches again, so a chunk is larger there, still bounded: a crash redoes
-# at most one chunk, and its largest statement (the day x blog x reader-country delta) stays well under the
-# default statement_timeout (30 s).
-SQLITE_CHUNK = 1_000_000
-PG_CHUNK = 5_000_000
-
-
 def chunk_size(db: Database, settings: Settings) -> int:
-    """Raw ids per pass transaction: ANALYTICS_ROLLUP_CHUNK, else the database's default."""
+    """Raw ids per pass transaction: ANALYTICS_ROLLUP_CHUNK, else the database's default (storage/passes.py)."""
     if settings.rollup_chunk is not None:
         return settings.rollup_chunk
-    return SQLITE_CHUNK if db.sqlite else PG_CHUNK
-
-
-# R6: a pass may queue ingest behind its EXCLUSIVE lock request for at most this long before skipping a round.
-WRITER_LOCK_TIMEOUT_MS = 200
+    return passes.of(db).default_chunk
 
 
 @dataclass
@@ -91,18 +75,9 @@ def _zone_check(conn: Connection, state: store.State, settings: Settings) -> Non
 
 
 @contextmanager
-def _begin_locked(conn: Connection, db: Database, *, wait: bool) -> Iterator[bool]:
-    """A write transaction on `conn` holding the pass lock; False when `wait` is False and another pass holds it.
-    SQLite: BEGIN IMMEDIATE makes us the single writer. PostgreSQL: a transaction advisory lock."""
-    conn.execution_options(write=True)
-    with conn.begin():
-        yield db.sqlite or store.pg_pass_lock(conn, wait=wait)
-
-
-@contextmanager
 def _locked(db: Database, *, wait: bool) -> Iterator[Connection | None]:
     """A write transaction holding the pass lock (None when `wait` is False and another pass holds it)."""
-    with db.engine.connect() as conn, _begin_locked(conn, db, wait=wait) as locked:
+    with db.engine.connect() as conn, passes.of(db).begin_locked(conn, wait=wait) as locked:
         yield conn if locked else None
 
 
@@ -113,78 +88,79 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
     `wait=False` (jobs) skips when another pass holds the lock, since that pass does the same work; `wait=True`
     (CLI) queues behind it. `progress` may be a tqdm bar (its `total`/`update` are used). A pass that folded many
     events (storage/statistics.pass_needs_analyze) analyses the raw and rollup tables after it, unless `analyze`
-    is False (catch_up analyses once at its end).
+    is False (catch_up analyses once at its end). What differs per database is in storage/passes.py.
     """
-    t0 = time.monotonic()
-    started = store.now_us()
-    result = PassResult()
-    zone = ZoneInfo(settings.timezone)
-    target: int | None = None
-    chunk = chunk_size(db, settings)
-    if not db.sqlite:
-        with db.engine.connect() as conn, conn.begin():
-            # Short, separate transaction: commit releases the EXCLUSIVE lock at once (see pg_safe_high).
-            target = store.pg_safe_high(conn, WRITER_LOCK_TIMEOUT_MS)
-        if target is None:
-            result.skipped = "writers busy (lock_timeout); the next round will fold their events"
-            log.info(result.summary())
-            return result
+    run = _Pass(db, settings, passes.of(db), ZoneInfo(settings.timezone), chunk_size(db, settings), wait, progress)
+    result = run.result
+    try:
+        target = run.dialect.fixed_target()
+    except passes.WritersBusy:
+        result.skipped = "writers busy (lock_timeout); the next round will fold their events"
+        log.info(result.summary())
+        return result
     while True:
-        with db.engine.connect() as conn:
+        target, done = run.chunk(target)
+        if done:
+            break
+    if analyze and result.events and stats.pass_needs_analyze(result.events, result.watermark - result.events):
+        _analyze_after_pass(db)
+    result.seconds = time.monotonic() - run.t0
+    # A scheduled pass with nothing to fold is routine: keep it out of the INFO log (one line every interval).
+    log.log(logging.INFO if result.events or result.skipped else logging.DEBUG, result.summary())
+    return result
+
+
+@dataclass
+class _Pass:
+    """One refresh: its settings, the per-database steps, and the result it accumulates chunk by chunk."""
+
+    db: Database
+    settings: Settings
+    dialect: passes.PassDialect
+    zone: ZoneInfo
+    chunk_ids: int
+    wait: bool
+    progress: object
+    result: PassResult = field(default_factory=PassResult)
+    t0: float = field(default_factory=time.monotonic)
+    started: int = field(default_factory=store.now_us)
+
+    def chunk(self, target: int | None) -> tuple[int | None, bool]:
+        """Fold the next chunk in its own transaction; the target, and True once caught up or skipped."""
+        result = self.result
+        low = high = 0
+        with self.db.engine.connect() as conn:
             prepared: tuple[int, int, int] | None = None  # (low, high, events) computed before the lock
-            deltas = False  # SQLite: temp delta tables may be on this connection (they outlive transactions there)
+            deltas = False  # temp delta tables may be on this connection (where they outlive transactions)
             try:
-                if db.sqlite:
-                    # SQLite has one writer: holding its lock while reading and grouping raw events made ingest wait
-                    # for the whole chunk. The deltas only read committed raw rows, which never change, so they are
-                    # computed first in a read transaction (WAL: writers go on), into this connection's temp
-                    # tables; the lock is then held only to add them and move the watermark, if the watermark is
-                    # still where the deltas start (else another pass got there first: recompute under the lock).
-                    with conn.begin():
-                        state = store.read_state(conn)
-                        low = state.watermark if state else 0
-                        if target is None:
-                            # Safe outside the lock: the single writer draws ids above every committed one.
-                            target = store.max_event_id(conn)
-                        high = min(target, low + chunk)
-                        if high > low and (state is None or state.timezone == settings.timezone):
-                            deltas = True
-                            prepared = (low, high, store.fold_prepare(conn, zone, low, high))
-                with _begin_locked(conn, db, wait=wait) as locked:
+                if self.dialect.deltas_before_lock:
+                    deltas = True
+                    target, prepared = self._prepare_unlocked(conn, target)
+                    deltas = prepared is not None
+                with self.dialect.begin_locked(conn, wait=self.wait) as locked:
                     if not locked:
                         result.skipped = "another pass is running"
-                        break
+                        return target, True
                     lock_t0 = time.monotonic()
-                    state = store.ensure_state(conn, settings.timezone)
-                    _zone_check(conn, state, settings)
+                    state = store.ensure_state(conn, self.settings.timezone)
+                    _zone_check(conn, state, self.settings)
                     if target is None:
                         # We hold the pass lock and PostgreSQL's target came from pg_safe_high; SQLite set it above.
                         target = store.max_event_id(conn)
                     result.target = target
                     low = state.watermark
-                    high = min(target, low + chunk)
+                    high = min(target, low + self.chunk_ids)
                     if high > low:
-                        if not db.sqlite:
-                            store.pg_tune_pass(conn)
-                        if progress is not None and result.chunks == 0:
-                            _progress_total(progress, target - low)
-                        if prepared is not None and prepared[:2] == (low, high):
-                            events = prepared[2]
-                        else:
-                            deltas = db.sqlite
-                            events = store.fold_prepare(conn, zone, low, high)
-                        if events:
-                            store.fold_apply(conn)
-                        result.events += events
-                        store.advance_watermark(conn, high)
-                        result.chunks += 1
+                        if prepared is None or prepared[:2] != (low, high):
+                            deltas = deltas or self.dialect.temps_outlive_transactions
+                        self._fold_locked(conn, low, high, prepared, target)
                     elif deltas:
                         store.drop_deltas(conn)
                     result.watermark = max(high, low)
                     if result.watermark >= target:
                         # Everything committed before `started` is now folded: that instant is the public watermark.
-                        result.seconds = time.monotonic() - t0
-                        store.record_run(conn, started_at=started, events=result.events,
+                        result.seconds = time.monotonic() - self.t0
+                        store.record_run(conn, started_at=self.started, events=result.events,
                                          ms=int(result.seconds * 1000))
                     result.longest_lock_s = max(result.longest_lock_s, time.monotonic() - lock_t0)
                 deltas = False  # committed: the deltas were added and dropped (a rollback would have restored them)
@@ -193,16 +169,39 @@ def refresh(db: Database, settings: Settings, *, wait: bool = False, progress: o
                     conn.execution_options(write=False)  # temp tables only: no need to wait for the write lock
                     with contextlib.suppress(Exception), conn.begin():
                         store.drop_deltas(conn)
-        if progress is not None and high > low:
-            _progress_update(progress, high - low)
-        if result.watermark >= target:
-            break
-    if analyze and result.events and stats.pass_needs_analyze(result.events, result.watermark - result.events):
-        _analyze_after_pass(db)
-    result.seconds = time.monotonic() - t0
-    # A scheduled pass with nothing to fold is routine: keep it out of the INFO log (one line every interval).
-    log.log(logging.INFO if result.events or result.skipped else logging.DEBUG, result.summary())
-    return result
+        if self.progress is not None and high > low:
+            _progress_update(self.progress, high - low)
+        return target, result.watermark >= target
+
+    def _prepare_unlocked(self, conn: Connection, target: int | None) -> tuple[int, tuple[int, int, int] | None]:
+        """SQLite: the target (max id, safe outside the lock) and the next chunk's deltas, computed in a read
+        transaction into this connection's temp tables while writers go on (storage/passes.py)."""
+        with conn.begin():
+            state = store.read_state(conn)
+            low = state.watermark if state else 0
+            if target is None:
+                target = store.max_event_id(conn)
+            high = min(target, low + self.chunk_ids)
+            if high > low and (state is None or state.timezone == self.settings.timezone):
+                return target, (low, high, store.fold_prepare(conn, self.zone, low, high))
+        return target, None
+
+    def _fold_locked(self, conn: Connection, low: int, high: int, prepared: tuple[int, int, int] | None,
+                     target: int) -> None:
+        """Fold (low, high] under the pass lock (with the deltas computed before it when they start at `low`)
+        and move the watermark, in the caller's transaction."""
+        self.dialect.tune(conn)
+        if self.progress is not None and self.result.chunks == 0:
+            _progress_total(self.progress, target - low)
+        if prepared is not None and prepared[:2] == (low, high):
+            events = prepared[2]
+        else:  # another pass got there first (or nothing was prepared): recompute under the lock
+            events = store.fold_prepare(conn, self.zone, low, high)
+        if events:
+            store.fold_apply(conn)
+        self.result.events += events
+        store.advance_watermark(conn, high)
+        self.result.chunks += 1
 
 
 def _analyze_after_pass(db: Database) -> None:
@@ -422,8 +421,10 @@ def _audit_readers(conn: Connection, report: AuditReport, rng: random.Random, zo
             if lo < kept[store.RAW] or lo < kept[g.value]:
                 continue  # raw no longer complete for this cell
             raw = reader_sets.raw_set(conn, shape, key, lo, hi, wm)
-            report.checked += 1
             have = stored.get(key, BitMap())
+            if not raw and not have:
+                continue  # no reader on either side (views without viewerId): not a cell of the table
+            report.checked += 1
             if raw != have:
                 blog = key[1] if "blog_id" in SHAPE_KEYS[shape] else None
                 country = key[-1] if "viewer_country" in SHAPE_KEYS[shape] else None

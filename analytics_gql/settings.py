@@ -196,8 +196,3 @@ class Settings(BaseSettings):
     def redis_dsn(self) -> str | None:
         """ANALYTICS_REDIS_URL in clear, or None (in-process jobs): for the broker's client only."""
         return self.redis_url.get_secret_value() if self.redis_url is not None else None
-
-    @property
-    def is_sqlite(self) -> bool:
-        """True on the embedded default."""
-        return self.db_url.startswith("sqlite")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -11,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event
 
+from analytics_gql.errors import UserError
 from analytics_gql.settings import Settings
 from analytics_gql.storage.query_cache import QueryCache
 
@@ -210,3 +212,34 @@ class Database:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self.engine.dispose()
+
+
+def check_url(db_url: str) -> URL:
+    """Refuse an ANALYTICS_DATABASE_URL no dialect can use, or whose driver is not installed (UserError)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    unsupported = UserError("ANALYTICS_DATABASE_URL: not a supported database URL "
+                            "(use sqlite:///PATH or postgresql+psycopg://...)")
+    try:
+        url = make_url(normalise_url(db_url))
+        dialect = url.get_dialect()
+    except ArgumentError:
+        raise unsupported from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise unsupported
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise UserError(f"ANALYTICS_DATABASE_URL: the driver {url.get_driver_name()!r} is not installed "
+                        "(use sqlite:///PATH or postgresql+psycopg://...)") from None
+    return url
+
+
+def check_sqlite_file(url: URL) -> None:
+    """On SQLite, refuse a path with no file: connecting would create an empty one (a mistyped path then leaves
+    litter behind and serves nothing); only `migrate` and `demo` create the database."""
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not os.path.exists(path):
+        raise UserError(f"no database at {path}: run `analytics-gql migrate` first (it creates it), "
+                        "or check ANALYTICS_DATABASE_URL")

@@ -13,7 +13,7 @@ per-group frozen sets; a warm answer unions only the live rows into the groups t
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,16 +92,16 @@ def check_available(ctx: Q.ReadContext) -> None:
             "`analytics-gql rollup --rebuild` once to recompute every grain with them (view counts are unaffected)")
 
 
-def _source_sql(p: Plan, source: str, shape: Shape, dim: Dimension | None, f: F.Filter, params: Q._Params, *,
+def _source_sql(p: Plan, source: str, shape: Shape, dim: Dimension | None, f: F.Filter, params: Q.Params, *,
                 small_tail: bool, max_id: int) -> str:
     """One statement: (pidx, gkey, viewer integer, new viewerId, set) rows of one source of the plan."""
     runs = p.runs[source]
-    cte = Q._values_cte("q", runs)
+    cte = Q.values_cte("q", runs)
     if source in (RAW, TAIL):
         blog, vc, col = "e.blog_id", f"COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}')", "e.viewed_at"
         ids = f"e.id {'<=' if source == RAW else '>'} {int(p.watermark)}"
         if source == RAW:
-            ids += " AND " + Q._raw_ranges(runs)
+            ids += " AND " + Q.raw_ranges(runs)
         elif small_tail:
             col, ids = "+e.viewed_at", ids + f" AND e.id <= {int(max_id)}"  # by id, as storage/queries does
         # Tail viewers may not be in the dictionary yet (the pass assigns them): kept as their viewerId.
@@ -118,11 +118,11 @@ def _source_sql(p: Plan, source: str, shape: Shape, dim: Dimension | None, f: F.
         col = "r.bucket"
         head = f"FROM q JOIN {reader_tables[(Grain(source), shape)].name} r ON {col} >= q.lo AND {col} < q.hi"
         cond, cols, tailcols = "1=1", "NULL", ", NULL, r.readers"
-    joins = f" JOIN blogs b ON b.id = {blog}" if Q._needs_blogs(f, dim) else ""
+    joins = f" JOIN blogs b ON b.id = {blog}" if Q.needs_blogs(f, dim) else ""
     if F.mentions(f, F.Field.AUTHOR):
         joins += " JOIN authors a ON a.id = b.author_id"
     pidx = f"q.base + ({col} - q.lo) / q.step"
-    gkey = Q._group_key(dim, blog, vc)
+    gkey = Q.group_key(dim, blog, vc)
     sql = (f"WITH {cte} SELECT {pidx} AS pidx, {gkey} AS gkey, {cols}{tailcols} {head}{joins} "
            f"WHERE {cond} AND {Q.compile_filter(f, params, vc)}")
     if source in (RAW, TAIL):  # distinct per (window, group, viewer)
@@ -140,7 +140,7 @@ def _read(conn: Connection, p: Plan, sources: Collection[str], shape: Shape, dim
     for source in sources:
         if not p.runs.get(source):
             continue
-        params = Q._Params()
+        params = Q.Params()
         sql = _source_sql(p, source, shape, dim, f, params, small_tail=small_tail, max_id=max_id)
         for pidx, gkey, vid, vnew, blob in conn.execute(text(sql), params.values):
             g = (int(pidx), gkey)
@@ -175,7 +175,7 @@ def _part(conn: Connection, ctx: Q.ReadContext, stable: list[tuple[int, int]], s
         if found is not None:
             watermark, part = found
             return (ctx if watermark == ctx.watermark else replace(ctx, watermark=watermark)), part
-    Q._sql_allowed(conn)
+    Q.sql_allowed(conn)
     part = _fixed(conn, ctx, stable, shape, dim, f)
     if cache is not None:
         cache.put(key, (ctx.watermark, part), part.size)
@@ -188,7 +188,7 @@ def readers(conn: Connection, ctx: Q.ReadContext, windows: list[tuple[int, int]]
     check_available(ctx)
     if f == F.FALSE or not windows:
         return Readers(ReaderPart({}))
-    stable, pieces = Q._split_moving(windows, ctx)
+    stable, pieces = Q.split_moving(windows, ctx)
     ctx, part = _part(conn, ctx, stable, shape, dim, f)
     runs: dict[str, list[Run]] = {RAW: [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]}
     if ctx.max_id > ctx.watermark:
@@ -199,7 +199,7 @@ def readers(conn: Connection, ctx: Q.ReadContext, windows: list[tuple[int, int]]
         runs[TAIL] = live_tail.runs.get(TAIL, [])
     if not runs[RAW] and not runs.get(TAIL):
         return Readers(part)
-    Q._sql_allowed(conn)
+    Q.sql_allowed(conn)
     live, new = _read(conn, Plan(watermark=ctx.watermark, runs=runs), [RAW, TAIL], shape, dim, f,
                       small_tail=ctx.max_id - ctx.watermark <= Q.SMALL_TAIL, max_id=ctx.max_id)
     return Readers(part, live, new)
@@ -232,17 +232,16 @@ def aggregate(conn: Connection, ctx: Q.ReadContext, windows: list[tuple[int, int
     current = [g for g in views if g[0] < n]
     names = Q._names(conn, ctx, dim, {g for _i, g in current})
 
-    def by_views(g: GroupKey) -> tuple[int, int, str]:
-        return (g[0], -views[g], names[g[1]][0])
-
-    def by_count(g: GroupKey) -> tuple[int, int, int, str]:
-        return (g[0], -rd.count(g), -views[g], names[g[1]][0])
-
-    order: Callable[[GroupKey], tuple[Any, ...]] = by_count if by_readers else by_views
+    if by_readers:  # sizes of the cached sets, recounted only for the groups live rows touched
+        sizes = rd.part.counts
+        touched = rd.live.keys() | rd.new.keys()
+        keys = [(g[0], -(rd.count(g) if g in touched else sizes.get(g, 0)), -views[g], names[g[1]][0], g)
+                for g in current]
+    else:
+        keys = [(g[0], 0, -views[g], names[g[1]][0], g) for g in current]
     first = None if limit is None else offset + limit
-    ranked = (heapq.nsmallest(first, current, key=order) if first is not None and first * 4 < len(current)
-              else sorted(current, key=order))
-    page = ranked[offset:first]
+    ranked = (heapq.nsmallest(first, keys) if first is not None and first * 4 < len(keys) else sorted(keys))
+    page = [k[-1] for k in ranked[offset:first]]
     rows = [(g[0], names[g[1]][0], names[g[1]][1], views[g], m.blog_count(g)) for g in page]
     previous = prev_readers = None
     previous_total = 0

@@ -326,7 +326,7 @@ def test_data_compacted_away(db: Database) -> None:
 def test_growth_window_ending_in_compacted_raw_is_refused(db: Database) -> None:
     """A yearly series ending now compares this year so far with last year up to the same instant, which needs raw
     events of that hour last year: compacted (raw=30d), so the query is refused (CONTRACT 4), also when the moving
-    ends of ranges ending now are read apart from the cached part (storage/queries._split_moving)."""
+    ends of ranges ending now are read apart from the cached part (storage/read_context.split_moving)."""
     load(db)
     settings = Settings(database_url=db.settings.db_url, retention="raw=30d")
     catch_up(db, settings, progress=False, quiet=True)

@@ -79,6 +79,10 @@ def check_blog_views(api: P.Api, rz: str, data: O.Data, draw: Callable[..., Any]
     f = draw(P.FILTERS)
     group_by = draw(st.sampled_from(["BLOG", "AUTHOR", "COUNTRY", "VIEWER_COUNTRY"]))
     kind = draw(st.sampled_from([None, "PREVIOUS_PERIOD", "PREVIOUS_YEAR"])) if gran is None else None
+    if gran is not None:
+        lo, hi = O.resolve_range(data, s, e)
+        if lo < hi and (hi - lo) // O.HOUR > 9_000 and len(O.periods(gran, lo, hi, zone)) > 9_000:
+            return None  # past blogViews' 10,000 periods (with room for late events): test_query_errors refuses it
 
     def run(stage: str) -> None:
         want = O.blog_views(data, group_by=group_by, granularity=gran, start=s, end=e, zone=zone, f=f)

@@ -340,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(prog="analytics-gql", description="GraphQL analytics server for blog platforms.")
     sub = p.add_subparsers(dest="command", required=True)
+    _serving_commands(sub)
+    _data_commands(sub)
+    return p
+
+
+def _serving_commands(sub: Any) -> None:
+    """migrate, serve, demo, worker, scheduler, rollup, compact, audit."""
     sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(fn=cmd_migrate)
 
     s = sub.add_parser("serve", help=cmd_serve.__doc__)
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-repair", action="store_true", help="report drift only")
     s.set_defaults(fn=cmd_audit)
 
+
+def _data_commands(sub: Any) -> None:
+    """status, import, seed, export, export-schema."""
     s = sub.add_parser("status", help=cmd_status.__doc__)
     s.add_argument("--json", action="store_true", help="one JSON document (rollupStatus's fields and more)")
     s.add_argument("--max-lag", type=_non_negative_float, default=None, metavar="SECONDS",
@@ -404,7 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export-schema", help=cmd_export_schema.__doc__)
     s.add_argument("-o", "--output", help="write to this file instead of stdout")
     s.set_defaults(fn=cmd_export_schema)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -149,7 +149,7 @@ class _NoSets:
     """Reader sets off in-process (a counts-only pass, for the A/B figures): the fold and its raw delta skipped."""
 
     def __enter__(self) -> None:
-        from analytics_gql.storage import rollups
+        from analytics_gql.storage import fold as rollups
 
         self.rollups = rollups
         self.fold, self.deltas = reader_sets.fold, rollups.raw_deltas

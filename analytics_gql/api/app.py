@@ -196,55 +196,50 @@ def _formatted(error: GraphQLError, request_id: str, *, suggestions: bool) -> di
     return dict(present(error, suggestions=suggestions, request_id=request_id).formatted)
 
 
-def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None,
-               enqueue: Callable[[Settings], bool] | None = None) -> Starlette:
-    """The ASGI application; builds the database and the schema from `settings` unless given. `enqueue` is how
-    refreshRollups enqueues a pass (the composition root gives jobs/runtime.enqueue_refresh; None: nothing
-    enqueued)."""
-    own_db = db is None
-    database = db if db is not None else Database(settings)
-    if schema is None:
-        from analytics_gql.api.schema import build_schema
+class _Handlers:
+    """The endpoints of one app: what they share (settings, database, schema, thread limiters, the head revision)."""
 
-        schema = build_schema(settings)
-    gql = schema
-    limiter = make_limiter()
-    # Probes get threads of their own: 16 slow GraphQL requests must not make /readyz wait for a slot.
-    probe_limiter = anyio.CapacityLimiter(2)
-    head = migrations.head_revision(database)
+    def __init__(self, settings: Settings, database: Database, gql: Schema,
+                 enqueue: Callable[[Settings], bool] | None) -> None:
+        self.settings, self.database, self.gql, self.enqueue = settings, database, gql, enqueue
+        self.limiter = make_limiter()
+        # Probes get threads of their own: 16 slow GraphQL requests must not make /readyz wait for a slot.
+        self.probe_limiter = anyio.CapacityLimiter(2)
+        self.head = migrations.head_revision(database)
 
-    async def probe(fn: Callable[[], T], timed_out: T) -> T:
+    async def probe(self, fn: Callable[[], T], timed_out: T) -> T:
         """fn() on a probe thread, or `timed_out` when it has not answered within PROBE_TIMEOUT_S."""
         with anyio.move_on_after(PROBE_TIMEOUT_S):
-            return await anyio.to_thread.run_sync(fn, limiter=probe_limiter, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(fn, limiter=self.probe_limiter, abandon_on_cancel=True)
         log.warning("database did not answer a probe within %.1f s", PROBE_TIMEOUT_S)
         return timed_out
 
-    async def graphql_get(request: Request) -> Response:
+    async def graphql_get(self, request: Request) -> Response:
         accepts_html = "text/html" in request.headers.get("accept", "")
-        if settings.graphiql and accepts_html and "query" not in request.query_params:
-            body = graphiql.page(endpoint="/graphql", keys_required=bool(settings.keys))
+        if self.settings.graphiql and accepts_html and "query" not in request.query_params:
+            body = graphiql.page(endpoint="/graphql", keys_required=bool(self.settings.keys))
             return HTMLResponse(body, headers={"Content-Security-Policy": graphiql.CONTENT_SECURITY_POLICY,
                                                "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
         # Queries over GET can be triggered cross-site by a link or an <img>: POST only.
         return error_response(405, "GraphQL operations must be sent with POST (Content-Type: application/json)",
                               "METHOD_NOT_ALLOWED", {"Allow": "POST"})
 
-    async def dashboard_get(request: Request) -> Response:
-        body = dashboard.page(endpoint="/graphql", keys_required=bool(settings.keys), default_zone=settings.timezone)
+    async def dashboard_get(self, request: Request) -> Response:
+        body = dashboard.page(endpoint="/graphql", keys_required=bool(self.settings.keys),
+                              default_zone=self.settings.timezone)
         return HTMLResponse(body, headers={"Content-Security-Policy": dashboard.CONTENT_SECURITY_POLICY,
                                            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
-    async def operation_payload(request: Request) -> tuple[str, dict[str, Any] | None, str | None] | Response:
+    async def operation_payload(self, request: Request) -> tuple[str, dict[str, Any] | None, str | None] | Response:
         """The JSON body's query, variables and operation name, or the error response that refuses it."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in _JSON_TYPES:
             return error_response(415, "send the operation as JSON (Content-Type: application/json)",
                                   "BAD_REQUEST")
         try:
-            raw = await read_body(request, settings.max_body_bytes)
+            raw = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
-            return error_response(413, f"request body larger than {settings.max_body_bytes} bytes",
+            return error_response(413, f"request body larger than {self.settings.max_body_bytes} bytes",
                                   "PAYLOAD_TOO_LARGE", {"Connection": "close"})
         try:
             payload = orjson.loads(raw)
@@ -265,14 +260,15 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         request.state.operation = operation
         return query, variables, operation
 
-    async def graphql_post(request: Request) -> Response:
-        parsed = await operation_payload(request)
+    async def graphql_post(self, request: Request) -> Response:
+        parsed = await self.operation_payload(request)
         if isinstance(parsed, Response):
             return parsed
         query, variables, operation = parsed
-        ctx = _context(request, settings, database, limiter, enqueue)
+        ctx = _context(request, self.settings, self.database, self.limiter, self.enqueue)
         try:
-            result = await gql.execute(query, variable_values=variables, context_value=ctx, operation_name=operation)
+            result = await self.gql.execute(query, variable_values=variables, context_value=ctx,
+                                            operation_name=operation)
         except Exception as e:  # noqa: BLE001 - e.g. an unknown operationName or a subscription
             name = type(e).__name__
             if name in ("MissingQueryError", "InvalidOperationTypeError", "CannotGetOperationTypeError"):
@@ -281,21 +277,21 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
             return error_response(500, INTERNAL_MESSAGE, "INTERNAL")
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
-            errors = [_formatted(e, ctx.request_id, suggestions=settings.introspection) for e in result.errors]
+            errors = [_formatted(e, ctx.request_id, suggestions=self.settings.introspection) for e in result.errors]
             body = {"errors": errors, "data": result.data}
             request.state.error_codes = sorted({str((e.get("extensions") or {}).get("code")) for e in errors})
         return json_response(body)
 
-    async def export_post(request: Request) -> Response:
-        parsed = await operation_payload(request)
+    async def export_post(self, request: Request) -> Response:
+        parsed = await self.operation_payload(request)
         if isinstance(parsed, Response):
             return parsed
-        ctx = _context(request, settings, database, limiter, enqueue)
-        fmt = partial(_formatted, request_id=ctx.request_id, suggestions=settings.introspection)
+        ctx = _context(request, self.settings, self.database, self.limiter, self.enqueue)
+        fmt = partial(_formatted, request_id=ctx.request_id, suggestions=self.settings.introspection)
         as_ndjson = request.query_params.get("format") == "ndjson"
         try:
             plan = export.plan(*parsed)
-            pages = await export.rows(gql, plan, ctx, fmt)
+            pages = await export.rows(self.gql, plan, ctx, fmt)
         except export.ExportError as e:
             request.state.error_codes = export.error_codes(e.body)
             return json_response(e.body, e.status)
@@ -305,7 +301,7 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
                                                                  f'{"ndjson" if as_ndjson else "csv"}"',
                                           "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
-    async def ingest(request: Request) -> Response:
+    async def ingest(self, request: Request) -> Response:
         kind = request.path_params["kind"]
         if kind not in ingest_http.KINDS:
             return error_response(404, f"unknown kind {kind[:40]!r}; use one of {', '.join(ingest_http.KINDS)}",
@@ -317,19 +313,20 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
         if content_type not in ingest_http.CONTENT_TYPES:
             return error_response(415, "send NDJSON (Content-Type: application/x-ndjson)", "BAD_REQUEST")
         try:
-            raw = await read_body(request, settings.max_ingest_bytes)
+            raw = await read_body(request, self.settings.max_ingest_bytes)
         except BodyTooLarge:
-            return error_response(413, f"request body larger than {settings.max_ingest_bytes} bytes; split it",
+            return error_response(413, f"request body larger than {self.settings.max_ingest_bytes} bytes; split it",
                                   "PAYLOAD_TOO_LARGE", {"Connection": "close"})
-        reply = await anyio.to_thread.run_sync(ingest_http.ingest_ndjson, database, kind, raw, limiter=limiter)
+        reply = await anyio.to_thread.run_sync(ingest_http.ingest_ndjson, self.database, kind, raw,
+                                               limiter=self.limiter)
         return json_response(reply, 400 if reply["rejected"] else 200)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
-    def _readiness() -> tuple[bool, dict[str, Any]]:
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
         try:
-            with database.read(statement_timeout_ms=_PROBE_STATEMENT_MS) as conn:
+            with self.database.read(statement_timeout_ms=_PROBE_STATEMENT_MS) as conn:
                 current = migrations.current_revision(conn)
         except Exception as e:  # noqa: BLE001 - any failure to talk to the database means not ready
             if getattr(getattr(e, "orig", None), "sqlstate", None) == "57014":  # our statement_timeout ended it
@@ -337,18 +334,32 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
                 return False, _SLOW
             log.warning("readiness check: database unreachable", exc_info=True)
             return False, {"status": "unavailable", "reason": "database unreachable"}
-        if current != head:
+        if current != self.head:
             return False, {"status": "unavailable", "reason": "database not migrated to head",
-                           "revision": current, "head": head}
+                           "revision": current, "head": self.head}
         return True, {"status": "ready", "revision": current}
 
-    async def readyz(request: Request) -> Response:
-        ok, body = await probe(_readiness, (False, _SLOW))
+    async def readyz(self, request: Request) -> Response:
+        ok, body = await self.probe(self._readiness, (False, _SLOW))
         return json_response(body, 200 if ok else 503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        status = await probe(partial(metrics.rollup_status, database, _PROBE_STATEMENT_MS), None)
+    async def metrics_endpoint(self, request: Request) -> Response:
+        status = await self.probe(partial(metrics.rollup_status, self.database, _PROBE_STATEMENT_MS), None)
         return Response(metrics.render(status), media_type=metrics.CONTENT_TYPE)
+
+
+def create_app(settings: Settings, db: Database | None = None, *, schema: Schema | None = None,
+               enqueue: Callable[[Settings], bool] | None = None) -> Starlette:
+    """The ASGI application; builds the database and the schema from `settings` unless given. `enqueue` is how
+    refreshRollups enqueues a pass (the composition root gives jobs/runtime.enqueue_refresh; None: nothing
+    enqueued)."""
+    own_db = db is None
+    database = db if db is not None else Database(settings)
+    if schema is None:
+        from analytics_gql.api.schema import build_schema
+
+        schema = build_schema(settings)
+    h = _Handlers(settings, database, schema, enqueue)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -357,23 +368,23 @@ def create_app(settings: Settings, db: Database | None = None, *, schema: Schema
             database.dispose()
 
     routes: list[BaseRoute] = [
-        Route("/graphql", graphql_get, methods=["GET", "HEAD"]),
-        Route("/graphql", graphql_post, methods=["POST"]),
-        Route("/export", export_post, methods=["POST"]),
-        Route("/ingest/{kind}", ingest, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/graphql", h.graphql_get, methods=["GET", "HEAD"]),
+        Route("/graphql", h.graphql_post, methods=["POST"]),
+        Route("/export", h.export_post, methods=["POST"]),
+        Route("/ingest/{kind}", h.ingest, methods=["POST"]),
+        Route("/healthz", h.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", h.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", h.metrics_endpoint, methods=["GET"]),
     ]
     # Each page's files only while the page is on: GraphiQL off means /static/graphiql/* is 404 too.
     if settings.graphiql:
         routes.append(Mount("/static/graphiql", app=StaticFiles(directory=graphiql.STATIC_DIR / "graphiql")))
     if settings.dashboard:
-        routes.append(Route("/dashboard", dashboard_get, methods=["GET", "HEAD"]))
+        routes.append(Route("/dashboard", h.dashboard_get, methods=["GET", "HEAD"]))
         routes.append(Mount("/static/dashboard", app=StaticFiles(directory=graphiql.STATIC_DIR / "dashboard")))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.db = database
-    app.state.schema = gql
+    app.state.schema = schema
     app.add_middleware(Gate, settings=settings)
     return app
 

@@ -18,8 +18,7 @@ from sqlalchemy import Connection, text
 
 from analytics_gql.domain.calendar import GRAINS, HOUR_US, US, Grain, bucket_interval
 from analytics_gql.domain.planning import RAW, Plan, plan
-from analytics_gql.storage.rollups import STATE_ID
-from analytics_gql.storage.tables import DIMENSIONS_VERSION, ROLLUPS_VERSION, Shape, rollup_tables
+from analytics_gql.storage.tables import DIMENSIONS_VERSION, ROLLUPS_VERSION, STATE_ID, Shape, rollup_tables
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,8 @@ def grain_tables(grain: Grain) -> list[Table]:
     return [t for (g, _), t in [*rollup_tables.items(), *reader_tables.items()] if g is grain]
 
 
+STATE_ID = 1  # the id of rollup_state's one row
+
 # One row (id = 1): the watermark (last raw id folded in), the zone the local grains were built in, bookkeeping.
 rollup_state = Table(
     "rollup_state",

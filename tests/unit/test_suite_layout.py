@@ -29,9 +29,8 @@ MAX_FUNCTION_LINES = 60
 # that gets back under the limit must be taken off the list (the test says so).
 OVERSIZED = {
     "analytics_gql/loading.py": 561, "analytics_gql/storage/queries.py": 460,
-    "analytics_gql/storage/rollups.py": 643,
-    "analytics_gql/api/app.py:create_app": 180, "analytics_gql/api/dashboard.py:page": 69,
-    "analytics_gql/cli.py:build_parser": 69, "analytics_gql/domain/records.py:parse_views": 62,
+    # The import's hot loop, inlined on purpose (a call per field cost the import ~20%).
+    "analytics_gql/domain/records.py:parse_views": 62,
 }
 
 

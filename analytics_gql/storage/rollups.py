@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from analytics_gql.domain.calendar import GRAINS, bucket_interval
+from analytics_gql.domain.calendar import GRAINS, Grain, bucket_interval
 from analytics_gql.domain.planning import RAW
 from analytics_gql.storage.audit import (
     Cell,
@@ -49,7 +49,8 @@ from analytics_gql.storage.tables import (
 )
 
 __all__ = [
-    "DELTAS", "PASS_LOCK_KEY", "PASS_WORK_MEM", "RAW", "RAW_SCAN_WORK_MEM", "STATE_ID", "Cell", "GrainStatus", "Key",
+    "DELTAS", "Grain", "PASS_LOCK_KEY",
+    "PASS_WORK_MEM", "RAW", "RAW_SCAN_WORK_MEM", "STATE_ID", "Cell", "GrainStatus", "Key",
     "RollupStatus", "State", "advance_watermark", "compact_grain", "compact_raw", "drop_deltas", "ensure_state",
     "fold_apply", "fold_prepare", "horizons", "max_event_id", "now_us", "pending_events", "pg_pass_lock",
     "pg_safe_high", "pg_tune_pass", "project", "raw_counts", "raw_deltas", "read_state", "record_audit",

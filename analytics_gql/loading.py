@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import marshal
 import multiprocessing
 import os
@@ -12,12 +9,18 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
-import orjson
 from sqlalchemy import Connection
 
+from analytics_gql.domain.intake import (
+    IngestResult,
+    LineError,
+    csv_batches,
+    decode,
+    ndjson_batches,
+    split_csv_errors,
+)
 from analytics_gql.domain.records import RecordError, parse_author, parse_blog, parse_views
 from analytics_gql.domain.synthetic import Synthetic
 from analytics_gql.errors import BadInput
@@ -26,50 +29,10 @@ from analytics_gql.storage.engine import Database
 
 KINDS = ("authors", "blogs", "views")
 API_CHUNK = 10_000
-IMPORT_BATCH = 50_000
 SEED_BATCH = 100_000
 MAX_KEPT_ERRORS = 10_000  # a file of a million bad lines reports the first ones, and counts them all
 MAX_PRINTED_ERRORS = 1_000
 PARSE_IN_CHILD = True  # import views: parse in a forked child process while this one writes
-
-
-@dataclass
-class LineError:
-    """A rejected item: its index (line number for files and NDJSON) and why."""
-
-    index: int
-    message: str
-
-
-@dataclass
-class IngestResult:
-    """What happened to a list of items: stored, already stored (same eventId), rejected (with reasons)."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    errors: list[LineError] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line: accepted / duplicates / rejected."""
-        return f"{self.accepted:,} accepted, {self.duplicates:,} duplicates, {self.rejected:,} rejected"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The HTTP ingest reply body."""
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "rejected": self.rejected,
-            "errors": [{"index": e.index, "message": e.message} for e in self.errors],
-        }
-
-    def merge(self, other: IngestResult, *, max_errors: int | None = None) -> None:
-        """Add another batch's counts and errors (keeping at most `max_errors` errors)."""
-        self.accepted += other.accepted
-        self.duplicates += other.duplicates
-        self.rejected += other.rejected
-        room = len(other.errors) if max_errors is None else max(0, max_errors - len(self.errors))
-        self.errors.extend(other.errors[:room])
 
 
 def now_us() -> int:
@@ -156,7 +119,7 @@ def _import_dimension(
     db: Database, kind: str, stream: IO[bytes], is_csv: bool
 ) -> Iterator[tuple[IngestResult, int, int]]:
     """Authors or blogs, one transaction a batch: (result, bytes read, last line read)."""
-    for batch, nbytes, last_line in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
+    for batch, nbytes, last_line in csv_batches(stream) if is_csv else ndjson_batches(stream):
         with db.write() as conn:
             part = _store(conn, kind, batch, now_us(), {})
         yield part, nbytes, last_line
@@ -189,8 +152,8 @@ def _resolved_view_batches(
 ) -> Iterator[ResolvedViews]:
     """Read, parse and validate batches of views, and map their blog ids through `lookup` (once per blog)."""
     cache: dict[str, int] = {}  # client id -> stored id; stable, since blogs are never deleted
-    for batch, nbytes, last_line in _csv_batches(stream) if is_csv else _ndjson_batches(stream):
-        plain, errors = _split_csv_errors(batch) if is_csv else (batch, [])
+    for batch, nbytes, last_line in csv_batches(stream) if is_csv else ndjson_batches(stream):
+        plain, errors = split_csv_errors(batch) if is_csv else (batch, [])
         good, bad = parse_views(plain, now_us())
         errors.extend(bad)
         missing = {r[2] for r in good if r[2] not in cache}
@@ -380,98 +343,6 @@ def _bar(enabled: bool, **kwargs: Any) -> Any:
     return tqdm(unit_scale=True, file=sys.stderr, **kwargs)
 
 
-def _ndjson_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int, int]]:
-    """Batches of (line number, raw line), their size in bytes and last line; blank lines are skipped but counted."""
-    first = 1
-    while True:
-        # islice + a comprehension instead of a Python loop with a branch per line (the import's hot path)
-        chunk = list(itertools.islice(stream, IMPORT_BATCH))
-        if not chunk:
-            return
-        nbytes = sum(map(len, chunk))
-        if first == 1 and chunk[0].startswith(b"\xef\xbb\xbf"):
-            chunk[0] = chunk[0][3:]
-        items = [(n, line) for n, line in enumerate(chunk, first) if line and not line.isspace()]
-        yield items, nbytes, first + len(chunk) - 1
-        first += len(chunk)
-
-
-class _CsvRowError(dict[str, Any]):
-    """A CSV row that cannot become a record (more or fewer cells than columns): carries its message instead."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__()
-        self.message = message
-
-
-def _csv_batches(stream: IO[bytes]) -> Iterator[tuple[list[tuple[int, Any]], int, int]]:
-    """Batches of (line number, dict) from a CSV file with a header row; empty cells are absent fields.
-
-    A record is numbered by the line it starts on (a quoted cell may hold line breaks); blank lines count but are
-    skipped, before the header too. A row with more or fewer cells than the header is rejected: a row cut short
-    would otherwise become a view with its last fields missing (viewedAt: now).
-    """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.reader(text)
-    header: list[str] | None = None
-    batch: list[tuple[int, Any]] = []
-    start = 1  # the line the next record starts on
-    done = 0  # bytes reported to the progress bar so far
-
-    def read_so_far() -> int:
-        """Bytes the CSV reader has taken from the file (read ahead in blocks; 0 for a pipe, which has no size)."""
-        nonlocal done
-        try:
-            pos = stream.tell()
-        except (OSError, ValueError):
-            return 0
-        step, done = pos - done, pos
-        return step
-    for cells in reader:
-        line, start = start, reader.line_num + 1
-        if not cells:
-            continue
-        if header is None:
-            header = cells
-            continue
-        item: dict[str, Any]
-        if len(cells) != len(header):
-            item = _CsvRowError(f"{len(cells)} cells but the header has {len(header)} columns")
-        else:
-            item = {k: v for k, v in zip(header, cells, strict=True) if v != ""}
-        batch.append((line, item))
-        if len(batch) >= IMPORT_BATCH:
-            yield batch, read_so_far(), reader.line_num
-            batch = []
-    if batch:
-        yield batch, read_so_far(), reader.line_num
-    text.detach()
-
-
-def _split_csv_errors(items: Iterable[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], list[tuple[int, str]]]:
-    """Items that can be parsed, and (index, message) of the CSV rows that could not become records."""
-    plain: list[tuple[int, Any]] = []
-    errors: list[tuple[int, str]] = []
-    for index, item in items:
-        if isinstance(item, _CsvRowError):
-            errors.append((index, item.message))
-        else:
-            plain.append((index, item))
-    return plain, errors
-
-
-def _decode(item: Any) -> Any:
-    """The dict of one item: parsed from JSON text, or as given."""
-    if isinstance(item, _CsvRowError):
-        raise RecordError(item.message)
-    if isinstance(item, str | bytes):
-        try:
-            return orjson.loads(item)
-        except orjson.JSONDecodeError as e:
-            raise RecordError(f"invalid JSON: {e}") from None
-    return item
-
-
 def _store(
     conn: Connection, kind: str, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
 ) -> IngestResult:
@@ -482,7 +353,7 @@ def _store(
     good: list[tuple[int, Any]] = []
     for index, item in items:
         try:
-            d = _decode(item)
+            d = decode(item)
             good.append((index, parse_author(d) if kind == "authors" else parse_blog(d)))
         except RecordError as e:
             result.errors.append(LineError(index, e.message))
@@ -509,7 +380,7 @@ def _store_views(
     conn: Connection, items: Iterable[tuple[int, Any]], now: int, blog_cache: dict[str, int]
 ) -> IngestResult:
     """Parse views (JSON text or dicts) and store them."""
-    plain, csv_errors = _split_csv_errors(items)
+    plain, csv_errors = split_csv_errors(items)
     good, bad = parse_views(plain, now)
     return _store_parsed_views(conn, good, csv_errors + bad, blog_cache)
 

@@ -17,7 +17,7 @@ from analytics_gql.storage.engine import Database
 from analytics_gql.storage.queries import NeedsThread
 
 if TYPE_CHECKING:
-    from analytics_gql.loading import IngestResult
+    from analytics_gql.domain.intake import IngestResult
 
 T = TypeVar("T")
 

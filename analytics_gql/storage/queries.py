@@ -19,10 +19,12 @@ from analytics_gql.domain import filters as F
 from analytics_gql.domain.memo import SharedList
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run
 from analytics_gql.domain.queries import Dimension, SourceUse
+from analytics_gql.storage.blogs_created import blogs_created
 from analytics_gql.storage.query_cache import QueryCache
 from analytics_gql.storage.read_context import (
     NeedsThread,
     ReadContext,
+    cache_of,
     cut_windows,
     data_start,
     plan_for,
@@ -96,12 +98,6 @@ class _Part:
         return len(self.views) + (sum(len(b) for b in self.blogs.values()) if self.blogs is not None else 0)
 
 
-def _cache_of(conn: Connection) -> QueryCache | None:
-    """The Database's query cache, set on its read connections (None: disabled, or not a read transaction)."""
-    cache = conn.get_execution_options().get("query_cache")
-    return cache if isinstance(cache, QueryCache) else None
-
-
 def _fixed_part(conn: Connection, p: Plan, sources: list[str], shape: Shape, dim: Dimension | None,
                 f: F.Filter) -> _Part:
     """The rollup buckets and raw edges (ids <= the plan's watermark) of the plan, grouped, as one statement."""
@@ -159,7 +155,7 @@ def _planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, i
     so the tail covers everything above it, and the part is re-read at the new watermark in the background for
     the next requests); otherwise read now and remember it.
     """
-    cache = _cache_of(conn)
+    cache = cache_of(conn)
     key = ("part", tuple(windows), shape, dim, f, ctx.state_key)
     if cache is not None:
         found = cache.get(key, lambda v: v[0] == ctx.watermark or (
@@ -230,7 +226,7 @@ def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set
     if dim is None:
         return {g: ("", "") for g in gkeys}
     table = {Dimension.BLOG: "blogs", Dimension.AUTHOR: "authors"}.get(dim, "countries")
-    cache = _cache_of(conn)
+    cache = cache_of(conn)
     labels = cache.labels(ctx.dimensions_version) if cache is not None else None
     known: dict[Any, tuple[str, str]] = {}
     missing = set(gkeys)
@@ -416,45 +412,6 @@ def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, of
     return Aggregate(page, k, total, sources, [by_key.get((r[0], r[1]), 0) for r in page], total_before)
 
 
-def blogs_created(conn: Connection, windows: list[tuple[int, int]], f: F.Filter,
-                  ctx: ReadContext | None = None) -> dict[int, int]:
-    """Blogs created in each window that can have matching views (the filter holds for some reader country).
-
-    Depends only on the dimension tables: with a context, cached per dimensions version.
-    """
-    blog_filter = F.blog_level(f)
-    if blog_filter == F.FALSE:
-        return {}
-    # Windows ending at "now" are cut as for views (split_moving): the part before the cut is cached, the rest
-    # (blogs created in under an hour) is counted live.
-    stable, moving = cut_windows(windows)
-    runs = plan_for(stable, None).runs.get(TAIL, [])
-    out: dict[int, int] = {}
-    if runs:
-        sql, params = blogs_created_sql(runs, blog_filter)
-        cache = _cache_of(conn) if ctx is not None and ctx.dimensions_version is not None else None
-        key = (sql, tuple(sorted(params.values.items())), "dimensions", ctx.dimensions_version if ctx else None)
-        found = cache.get(key) if cache is not None else None
-        if found is not None:
-            out = found
-        else:
-            sql_allowed(conn)
-            out = {int(i): int(n) for i, n in conn.execute(text(sql), params.values)}
-            if cache is not None:
-                cache.put(key, out, len(out))
-    if moving:
-        live = Plan(watermark=0)
-        for i, lo, hi in moving:
-            live.add(Run(TAIL, lo, hi, i, hi - lo))
-        sql, params = blogs_created_sql(live.runs[TAIL], blog_filter)
-        sql_allowed(conn)
-        out = dict(out)  # the cached dict is shared: never changed
-        for i, n in conn.execute(text(sql), params.values):
-            out[int(i)] = out.get(int(i), 0) + int(n)
-    return out
-
-
-
-__all__ = ["NeedsThread", "ReadContext", "cut_windows", "data_start", "plan_for", "read_context",
+__all__ = ["blogs_created", "cache_of", "NeedsThread", "ReadContext", "cut_windows", "data_start", "plan_for", "read_context",
            "split_moving", "sql_allowed", "Params", "blogs_created_sql", "compile_filter", "group_key",
            "member_sql", "needs_blog_sets", "needs_blogs", "raw_ranges", "rollup_shape", "values_cte"]

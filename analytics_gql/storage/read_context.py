@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 
 from analytics_gql.domain.calendar import GRAINS, HOUR_US, US, Grain, bucket_interval
 from analytics_gql.domain.planning import RAW, Plan, plan
+from analytics_gql.storage.query_cache import QueryCache
 from analytics_gql.storage.tables import DIMENSIONS_VERSION, ROLLUPS_VERSION, STATE_ID, Shape, rollup_tables
 
 
@@ -168,3 +169,9 @@ def cut_windows(windows: list[tuple[int, int]], raw_kept: int = 0) -> tuple[list
         # An empty interior is one key whatever the instants (the cache would otherwise hold one per request).
         stable.append((lo, hi) if lo < hi else (0, 0))
     return stable, moving
+
+
+def cache_of(conn: Connection) -> QueryCache | None:
+    """The Database's query cache, set on its read connections (None: disabled, or not a read transaction)."""
+    cache = conn.get_execution_options().get("query_cache")
+    return cache if isinstance(cache, QueryCache) else None

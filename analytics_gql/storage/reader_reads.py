@@ -167,7 +167,7 @@ def _part(conn: Connection, ctx: Q.ReadContext, stable: list[tuple[int, int]], s
           dim: Dimension | None, f: F.Filter) -> tuple[Q.ReadContext, ReaderPart]:
     """The cached part (reused at an older watermark with at most REUSE_TAIL events above it, as views are), or a
     new one; and the context whose watermark the live part must read above."""
-    cache = Q._cache_of(conn)
+    cache = Q.cache_of(conn)
     key = ("readers", tuple(stable), shape, dim, f, ctx.state_key)
     if cache is not None:
         found = cache.get(key, lambda v: v[0] == ctx.watermark or (

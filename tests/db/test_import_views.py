@@ -14,6 +14,7 @@ import pytest
 from ingest_helpers import stored_views
 
 from analytics_gql import loading
+from analytics_gql.domain import intake
 from analytics_gql.domain.records import RecordError, parse_view
 from analytics_gql.storage import ingest
 from analytics_gql.storage.engine import Database
@@ -87,7 +88,7 @@ def expected(lines: list[bytes], seen: set[str]) -> tuple[list[tuple[Any, ...]],
 @pytest.fixture(params=[True, False], ids=["child", "in-process"])
 def parser_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     monkeypatch.setattr(loading, "PARSE_IN_CHILD", request.param)
-    monkeypatch.setattr(loading, "IMPORT_BATCH", 7)  # many batches: boundaries, and direct/staging switching
+    monkeypatch.setattr(intake, "IMPORT_BATCH", 7)  # many batches: boundaries, and direct/staging switching
     return bool(request.param)
 
 
@@ -186,7 +187,7 @@ def test_a_parser_killed_mid_file_fails_the_import_and_a_rerun_completes_it(
 ) -> None:
     load_dims(db)
     monkeypatch.setattr(loading, "PARSE_IN_CHILD", True)
-    monkeypatch.setattr(loading, "IMPORT_BATCH", 7)
+    monkeypatch.setattr(intake, "IMPORT_BATCH", 7)
     lines = [orjson.dumps({"eventId": f"k{i}", "blogId": BLOGS[i % 3], "viewedAt": "2025-02-01T12:00:00Z"})
              for i in range(40)]
     path = tmp_path / "views.ndjson"

@@ -23,6 +23,11 @@ PG_ADMIN_URL = os.environ.get("ANALYTICS_TEST_PG_URL", "postgresql+psycopg://pos
 # Engineers sharing one server name their throw-away databases apart (ag_tpl_*/ag_test_* by default).
 DB_PREFIX = os.environ.get("ANALYTICS_TEST_DB_PREFIX", "ag")
 REDIS_URL = os.environ.get("ANALYTICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# A Citus coordinator's admin database (e.g. postgresql+psycopg://postgres@127.0.0.1:9700/postgres; a cluster is
+# started by tests/citus_cluster.py or by hand). Unset: no test runs on Citus, also under CI (Citus is not in this
+# machine's package registries). Set: tests marked `citus` also run on a database of their own on the cluster.
+CITUS_ADMIN_URL = os.environ.get("ANALYTICS_TEST_CITUS_URL", "")
+DB_KINDS = ["sqlite", "postgresql", *(["citus"] if CITUS_ADMIN_URL else [])]
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -105,11 +110,44 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _pg.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The Citus variant of `db_url` only for tests marked `citus` (each needs a database made on every node)."""
+    keep, drop = [], []
+    for item in items:
+        on_citus = "[citus" in item.nodeid or "-citus" in item.nodeid
+        (drop if on_citus and item.get_closest_marker("citus") is None else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def citus_database() -> Iterator[str]:
+    """A new, migrated database on the Citus cluster (distributed by `migrate`), dropped afterwards."""
+    import citus_cluster
+
+    name = f"{DB_PREFIX}_citus_{uuid.uuid4().hex[:12]}"
+    try:
+        url = citus_cluster.create_database(CITUS_ADMIN_URL, name)
+    except Exception as e:  # noqa: BLE001 - any failure means the cluster is missing
+        pytest.fail(f"ANALYTICS_TEST_CITUS_URL is set but no database could be made there: {e}")
+    try:
+        database = Database(Settings(database_url=url))
+        schema.upgrade(database)
+        database.dispose()
+        yield url
+    finally:
+        citus_cluster.drop_database(CITUS_ADMIN_URL, name)
+
+
+@pytest.fixture(params=DB_KINDS)
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """URL of a fresh, migrated database: one SQLite file, or one new PostgreSQL database."""
+    """URL of a fresh, migrated database: one SQLite file, or one new PostgreSQL database (or Citus database, for
+    tests marked `citus` when ANALYTICS_TEST_CITUS_URL is set)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if request.param == "citus":
+        yield from citus_database()
         return
     srv = pg_server()
     name = srv.new_database()

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Table, func, select, text, update
 
 from analytics_gql.domain.calendar import DAY_US, HOUR_US, Grain, day_offset_segments
 from analytics_gql.domain.planning import RAW
-from analytics_gql.storage import reader_sets
+from analytics_gql.storage import citus, reader_sets
 from analytics_gql.storage.tables import (
     ROLLUPS_VERSION,
     SHAPE_KEYS,
@@ -93,9 +93,12 @@ def drop_temps(conn: Connection, *names: str) -> None:
 
 
 def _pg_merge(conn: Connection) -> bool:
-    """PostgreSQL 15+ (MERGE); older servers keep INSERT .. ON CONFLICT."""
+    """PostgreSQL 15+ (MERGE); older servers and Citus (no MERGE into a distributed table from a temp table)
+    keep INSERT .. ON CONFLICT."""
     version = conn.dialect.server_version_info or (0,)
-    return conn.dialect.name == "postgresql" and version >= (15,)
+    if conn.dialect.name != "postgresql" or version < (15,):
+        return False
+    return not citus.on_citus(conn)
 
 
 def _add(conn: Connection, table: Table, keys: tuple[str, ...], select_sql: str) -> None:

@@ -11,6 +11,7 @@ import psycopg
 from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from analytics_gql.storage import citus
 from analytics_gql.storage.engine import is_sqlite
 from analytics_gql.storage.tables import DIMENSIONS_VERSION, authors, blogs, bump_version, view_events
 
@@ -30,7 +31,7 @@ _PG_STAGING = (
 
 _PG_FROM_STAGING = (
     f"INSERT INTO view_events {_PG_COLUMNS} SELECT event_id, blog_id, viewer_id, viewer_country, viewed_at"
-    " FROM ingest_views_staging ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+    " FROM ingest_views_staging ORDER BY line ON CONFLICT DO NOTHING"
 )
 _DEADLOCK_ATTEMPTS = 5
 # Held shared by each staging INSERT until its commit; taken exclusively by a deadlock victim before it retries.
@@ -178,7 +179,8 @@ def _insert_views_sqlite(conn: Connection, rows: Sequence[ViewRow]) -> int:
 def _insert_views_pg(conn: Connection, rows: Sequence[ViewRow], *, direct: bool) -> int:
     if not any(r[0] is not None for r in rows):
         return _pg_copy(conn, rows)  # no event ids means nothing can conflict: COPY straight into the table
-    if direct:
+    if direct and not citus.on_citus(conn):
+        # (Citus reports a worker's unique violation as an internal error, which cannot be told apart: staging.)
         # Optimistic: a plain COPY into view_events is 2-3x cheaper than staging + INSERT .. ON CONFLICT, and the
         # unique index on event_id is the check: an id already stored, repeated in the batch, or committed meanwhile
         # by a concurrent importer (the COPY waits for that transaction, like ON CONFLICT does) raises a unique
@@ -223,17 +225,19 @@ def _pg_staging_rows(conn: Connection, rows: Sequence[ViewRow]) -> int:
         # for the transaction that holds it): PostgreSQL aborts one. Its savepoint rollback frees the other; it then
         # waits for every writer holding the ingest lock (shared) to commit, so that its retry finds their ids
         # stored and skips them, instead of crossing them again. A retry with no wait deadlocked again and again.
+        # Citus reports the rows an INSERT .. SELECT read, not those it stored: they are counted from RETURNING.
+        returning = citus.on_citus(conn)
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
                 with conn.begin_nested():
                     cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (INGEST_LOCK_KEY,))
-                    cur.execute(_PG_FROM_STAGING)
+                    cur.execute(_PG_FROM_STAGING + (" RETURNING 1" if returning else ""))
+                    stored = len(cur.fetchall()) if returning else int(cur.rowcount)
                 break
             except psycopg.errors.DeadlockDetected:
                 if attempt == _DEADLOCK_ATTEMPTS:
                     raise
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (INGEST_LOCK_KEY,))
-        stored = int(cur.rowcount)
         # Emptied now (not only at commit) so a second call in the same transaction starts clean.
         cur.execute("TRUNCATE ingest_views_staging")
         return stored

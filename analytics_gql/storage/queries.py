@@ -412,6 +412,6 @@ def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, of
     return Aggregate(page, k, total, sources, [by_key.get((r[0], r[1]), 0) for r in page], total_before)
 
 
-__all__ = ["blogs_created", "cache_of", "NeedsThread", "ReadContext", "cut_windows", "data_start", "plan_for", "read_context",
-           "split_moving", "sql_allowed", "Params", "blogs_created_sql", "compile_filter", "group_key",
+__all__ = ["blogs_created", "cache_of", "NeedsThread", "ReadContext", "cut_windows", "data_start", "plan_for",
+           "read_context", "split_moving", "sql_allowed", "Params", "blogs_created_sql", "compile_filter", "group_key",
            "member_sql", "needs_blog_sets", "needs_blogs", "raw_ranges", "rollup_shape", "values_cte"]

@@ -11,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from analytics_gql.storage import citus
 from analytics_gql.storage.engine import Database
 
 # The repository's top-level migrations/, mapped into the package by pyproject.toml: inside site-packages from a
@@ -42,6 +43,10 @@ def upgrade(db: Database, revision: str = "head") -> None:
         cfg = alembic_config(db)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        if conn.in_transaction():
+            conn.commit()
+        if revision == "head" and citus.installed(conn):  # a Citus coordinator: the cluster's layout, once
+            citus.distribute(conn)
         if conn.in_transaction():
             conn.commit()
 

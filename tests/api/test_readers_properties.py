@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import oracle as O
+import pytest
 import test_query_properties as P
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -178,6 +179,7 @@ def check_performance(api: P.Api, rz: str, data: O.Data, draw: Callable[..., Any
     return run
 
 
+@pytest.mark.citus
 @given(dataset=reader_datasets(), rz=st.sampled_from(P.ZONES), data=st.data())
 def test_readers_match_oracle(db: Database, dataset: Any, rz: str, data: st.DataObject) -> None:
     """Raw only, after a pass, with late events above the watermark, after another pass: readers are exact."""

@@ -187,6 +187,9 @@ def run(kind: str, a: argparse.Namespace, report: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         loading.seed(db, authors=200, blogs=2000, views=n, days=400, seed=1, viewers=a.viewers, progress=False)
         out["seed_s"] = time.perf_counter() - t0
+        out["ingest_ev_s"] = n / out["seed_s"]
+        print(f"{kind}: seed (bulk ingest, COPY) {n:,} views in {out['seed_s']:.1f} s "
+              f"({out['ingest_ev_s']:,.0f} views/s)", flush=True)
         if a.ab_pass:
             with _NoSets():
                 r = rollup.catch_up(db, db.settings, progress=False, quiet=True)
@@ -274,7 +277,7 @@ def check(client: httpx.Client, db: Database, start: int, end: int) -> str:
 
 def print_results(kind: str, n: int, out: dict[str, Any]) -> None:
     print(f"\n== {kind}, {n:,} views: answers {out['check']}")
-    print(f"backfill {out['backfill_ev_s']:,.0f} ev/s with reader sets"
+    print(f"ingest (seed) {out['ingest_ev_s']:,.0f} views/s; backfill {out['backfill_ev_s']:,.0f} ev/s with reader sets"
           + (f", {out['backfill_counts_only_ev_s']:,.0f} counts only" if "backfill_counts_only_ev_s" in out else ""))
     print(f"50,000-event pass: {out['pass_50k_sets_s']:.2f} s with reader sets, {out['pass_50k_counts_s']:.2f} s "
           "counts only")
@@ -294,7 +297,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--views", type=int, default=1_000_000)
     p.add_argument("--viewers", type=int, default=100_000)
-    p.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    p.add_argument("--db", default="both",
+                   help="sqlite, postgresql, citus (ANALYTICS_BENCH_CITUS_URL), both (sqlite,postgresql) or a "
+                        "comma-separated list run one after the other in this run, e.g. postgresql,citus")
     p.add_argument("--requests", type=int, default=100, help="timed requests per question and variant")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--raw-runs", type=int, default=3)
@@ -305,7 +310,7 @@ def main() -> None:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"commit {head}; {CLI}; DuckDB {duckdb.__version__} threads=1", flush=True)
     report: dict[str, Any] = {"commit": head}
-    for kind in (["sqlite", "postgresql"] if a.db == "both" else [a.db]):
+    for kind in (["sqlite", "postgresql"] if a.db == "both" else a.db.split(",")):
         run(kind, a, report)
         if a.json:
             a.json.write_text(json.dumps(report, indent=1))

@@ -199,6 +199,8 @@ def fold_prepare(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
         conn.execute(text(f"SET LOCAL work_mem = '{raw_mem}'"))
     for name, sql in raw_deltas(zone, lo_us, hi_us).items():
         _temp(conn, name, sql, ids)
+    # Citus: the blog-keyed rollups are added straight from raw, shard by shard on the workers (fold_apply).
+    conn.info["fold_raw"] = (zone, lo_us, hi_us, low, high)
     if raw_mem:
         conn.execute(text(f"SET LOCAL work_mem = '{PASS_WORK_MEM}'"))
     _temp(conn, "rollup_dc", "SELECT day, viewer_country, sum(views) AS views FROM rollup_hc GROUP BY 1, 2")
@@ -213,10 +215,15 @@ def fold_prepare(conn: Connection, zone: ZoneInfo, low: int, high: int) -> int:
 def fold_apply(conn: Connection) -> None:
     """Add the deltas fold_prepare left in this connection's temp tables into every rollup table (each table one
     set-based statement), then drop them. The caller holds the pass lock, in the transaction of the watermark move."""
+    raw = conn.info.pop("fold_raw", None)
+    pushdown = raw is not None and citus.on_citus(conn)
     for (grain, shape), table in rollup_tables.items():
         keys = SHAPE_KEYS[shape]
         if grain is Grain.HOUR and "blog_id" in keys:
             raise AssertionError("the hour grain keeps no blog shape (SHAPE_GRAINS)")
+        if pushdown and "blog_id" in keys:
+            _add_from_raw(conn, table, grain, keys, raw)
+            continue
         source, bucket, join = _SOURCES[(grain, "blog_id" in keys)]
         cols = "".join(f", d.{k}" for k in keys)
         if not join and {bucket.removeprefix("d."), *keys} == _DELTA_KEYS[source]:
@@ -228,6 +235,34 @@ def fold_apply(conn: Connection) -> None:
                                 f"FROM {source} d{join} GROUP BY {group}")
     reader_sets.fold(conn)
     drop_deltas(conn)
+
+
+# Citus: the bucket of a raw event's local day `day` per grain, in PostgreSQL's (proleptic Gregorian) calendar,
+# which is _civil_select's; the month key is year * 12 + month - 1.
+_LOCAL_DATE = "(DATE '1970-01-01' + r.day::int)"
+_RAW_BUCKETS = {
+    Grain.DAY: "r.day",
+    Grain.WEEK: "r.day - (r.day + 3) % 7",
+    Grain.MONTH: f"(EXTRACT(YEAR FROM {_LOCAL_DATE}) * 12 + EXTRACT(MONTH FROM {_LOCAL_DATE}) - 1)::int",
+    Grain.YEAR: f"EXTRACT(YEAR FROM {_LOCAL_DATE})::int",
+}
+
+
+def _add_from_raw(conn: Connection, table: Table, grain: Grain, keys: tuple[str, ...],
+                  raw: tuple[ZoneInfo, int, int, int, int]) -> None:
+    """Citus: add a blog-keyed table's delta with one co-located INSERT .. SELECT .. ON CONFLICT from raw events,
+    which Citus runs on each shard pair on its worker (raw and rollup rows of a blog share a shard), in the pass's
+    distributed transaction. The coordinator sends the statement and receives no rows."""
+    zone, lo_us, hi_us, low, high = raw
+    offset = _offset_case(zone, lo_us, hi_us + 1)
+    names = ", ".join(("bucket", *keys))
+    sel = ", ".join(f"r.{k}" for k in keys)
+    conn.execute(text(
+        f"INSERT INTO {table.name} ({names}, views) SELECT {_RAW_BUCKETS[grain]} AS bucket, {sel}, count(*) "
+        f"FROM (SELECT (viewed_at + {offset}) / {DAY_US} AS day, blog_id, "
+        f"COALESCE(viewer_country, '{UNKNOWN_COUNTRY}') AS viewer_country FROM view_events "
+        f"WHERE id > :low AND id <= :high) r GROUP BY 1, {', '.join(str(i + 2) for i in range(len(keys)))} "
+        f"ON CONFLICT ({names}) DO UPDATE SET views = {table.name}.views + excluded.views"), {"low": low, "high": high})
 
 
 # The key of each delta temp table (fold_prepare): one row per distinct combination.
@@ -243,6 +278,7 @@ _DELTA_KEYS = {
 def drop_deltas(conn: Connection) -> None:
     """Drop the delta temp tables (SQLite keeps temp tables for the connection's life; PostgreSQL drops them at
     commit)."""
+    conn.info.pop("fold_raw", None)
     drop_temps(conn, *DELTAS)
 
 

@@ -177,11 +177,26 @@ def test_pass_and_reads_push_down_to_the_workers(cdb: Database) -> None:
     raw = [(sql.replace(":low", "%(low)s").replace(":high", "%(high)s"), {"low": 0, "high": 10_000})
            for sql in fold.raw_deltas(ZoneInfo("UTC"), lo, hi).values()]
     assert _check_pushed_down(cdb, raw) == 3
-    rollup.catch_up(cdb, settings, progress=False, quiet=True)
     statements: list[tuple[str, Any]] = []
 
     def log(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
         statements.append((statement, params))
+
+    sa_event.listen(cdb.engine, "before_cursor_execute", log)
+    try:
+        rollup.catch_up(cdb, settings, progress=False, quiet=True)
+    finally:
+        sa_event.remove(cdb.engine, "before_cursor_execute", log)
+    # The blog-keyed rollups: co-located INSERT .. SELECT from raw, run shard by shard on the workers.
+    inserts = [(s, p) for s, p in statements if re.match(r"INSERT INTO views_\w+ \(bucket, blog_id", s)]
+    assert {re.match(r"INSERT INTO (\w+)", s).group(1) for s, _ in inserts} == {  # type: ignore[union-attr]
+        n for n in citus.BLOG_TABLES if n.startswith("views_")}
+    for statement, params in inserts:
+        plan = _explain(cdb, statement, params)
+        assert plan.get("Custom Plan Provider") == "Citus Adaptive", plan
+        assert "INSERT/SELECT method" not in plan, plan  # not pulled to the coordinator nor repartitioned
+        assert "FROM view_events" in statement
+    statements.clear()
 
     queries = [
         "query { top(dimension: BLOG, range: {start: \"2025-01-01T00:00:00.123Z\"}) { nodes { key views } } }",

@@ -11,7 +11,8 @@ the same schema as on one PostgreSQL node, then `distribute` turns it into the c
   raw and rollup statements join them on the workers.
 - The blog-less shapes (totals and reader country, their reader sets) and the bookkeeping (watermark, horizons,
   versions) stay plain tables on the coordinator: a pass writes each of them one row per bucket (and country), a
-  question reads a few hundred rows, and neither needs a worker (measured in docs/BENCHMARKS.md, "Citus").
+  question reads a few hundred rows, and neither needs a worker (docs/BENCHMARKS.md, "Citus cluster beside one
+  PostgreSQL node").
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         return engine
     # No JIT: the API's statements are short, and PostgreSQL's cost estimates for them (a join of a few plan windows
     # with view_events by time) can be far above jit_above_cost: a 1.5 ms read of the last hour's raw events then
-    # spent 70 ms compiling (docs/BENCHMARKS.md). The rollup pass turned it off already (slower with it).
+    # spent 70 ms compiling (docs/BENCHMARKS-HISTORY.md,
+    # "Session close, 10M views on PostgreSQL"). The rollup pass turned it off already (slower with it).
     options = "-c jit=off"
     if settings.statement_timeout_ms:
         options += f" -c statement_timeout={settings.statement_timeout_ms}"

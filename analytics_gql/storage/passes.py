@@ -20,9 +20,10 @@ from sqlalchemy import Connection
 from analytics_gql.storage import rollups as store
 from analytics_gql.storage.engine import Database
 
-# Raw ids folded per pass transaction when ANALYTICS_ROLLUP_CHUNK is unset (docs/BENCHMARKS.md, "Rollup pass cost").
+# Raw ids folded per pass transaction when ANALYTICS_ROLLUP_CHUNK is unset (docs/BENCHMARKS-HISTORY.md,
+# "Rollup pass cost").
 # SQLite: a chunk holds the single write lock only while it adds its deltas, computed beforehand without the lock;
-# the adding grows with the chunk (writers waited up to ~2 s with 1,000,000 ids, docs/BENCHMARKS.md).
+# the adding grows with the chunk (writers waited up to ~2 s with 1,000,000 ids, docs/BENCHMARKS.md, "Rollup pass").
 # PostgreSQL: a pass transaction blocks no writer and no reader (MVCC; it takes the raw table's EXCLUSIVE lock only
 # in its own short transaction first, R6), and only other passes, compaction and audit wait for its lock. Its cost
 # is rewriting rollup rows that every chunk touches again, so a chunk is larger there, still bounded: a crash redoes

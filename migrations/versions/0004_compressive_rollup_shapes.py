@@ -5,7 +5,8 @@ Revises: 0003
 Create Date: 2026-11-29 09:10:00
 
 The full (blog, reader country) key at hour, day and week, and hour x blog, hold about one row per raw event
-(docs/BENCHMARKS.md), so a pass paid for writing them while they saved the reader little. The remaining shapes
+(docs/BENCHMARKS-HISTORY.md, "Rollups with compressive shapes only"), so a pass paid for writing them while they
+saved the reader little. The remaining shapes
 hold every count those tables held at a coarser grain or a narrower key; the planner reads raw events where
 no kept shape fits (storage/tables.py SHAPE_GRAINS). Nothing else changes: the data they held is derivable.
 """
@@ -35,7 +36,7 @@ def upgrade() -> None:
     op.drop_table("views_hour_by_blog")
     if op.get_bind().dialect.name == "postgresql":
         # Room on each page for the updated row version: a pass adding late events to existing cells then makes
-        # HOT updates (no new index entry), which halved such passes here (docs/BENCHMARKS.md). Applies to pages
+        # HOT updates (no new index entry), which halved such passes here (docs/BENCHMARKS-HISTORY.md). Applies to pages
         # written from now on; rollup tables are rewritten by a rebuild.
         for name in KEPT:
             op.execute(f"ALTER TABLE {name} SET (fillfactor = 70)")

@@ -27,6 +27,9 @@ from analytics_gql.rollup import catch_up
 from analytics_gql.settings import Settings
 from analytics_gql.storage.engine import Database
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster when ANALYTICS_TEST_CITUS_URL is set
+
+
 KINDS = ["PREVIOUS_PERIOD", "PREVIOUS_YEAR"]
 DIMENSIONS = ["BLOG", "AUTHOR", "COUNTRY", "VIEWER_COUNTRY"]
 BLOG_VIEWS = """query($g: Dimension!, $r: TimeRange, $f: ViewFilter, $tz: String, $first: Int!, $after: String,

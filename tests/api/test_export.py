@@ -30,6 +30,9 @@ from analytics_gql.rollup import catch_up
 from analytics_gql.settings import Settings
 from analytics_gql.storage.engine import Database
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster when ANALYTICS_TEST_CITUS_URL is set
+
+
 T0 = O.us(dt.datetime(2025, 3, 1, tzinfo=O.UTC))
 N_BLOGS, N_DAYS = 50, 50  # every blog has views on every day: 2,500 (day, blog) rows
 COUNTRIES = ["US", "ET", "KE", None]

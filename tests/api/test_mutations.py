@@ -15,6 +15,9 @@ from analytics_gql.settings import Settings
 from analytics_gql.storage.engine import Database
 from analytics_gql.storage.tables import authors, blogs, view_events
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster when ANALYTICS_TEST_CITUS_URL is set
+
+
 RESULT = "{ accepted duplicates rejected errors { index message } }"
 AUTHORS = f"mutation($a: [AuthorInput!]!) {{ upsertAuthors(authors: $a) {RESULT} }}"
 BLOGS = f"mutation($b: [BlogInput!]!) {{ upsertBlogs(blogs: $b) {RESULT} }}"

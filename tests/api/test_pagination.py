@@ -22,6 +22,9 @@ from analytics_gql.rollup import catch_up
 from analytics_gql.settings import Settings
 from analytics_gql.storage.engine import Database
 
+pytestmark = pytest.mark.citus  # also on a Citus cluster when ANALYTICS_TEST_CITUS_URL is set
+
+
 BLOG_VIEWS = """query($g: Dimension!, $gr: Granularity, $r: TimeRange, $f: ViewFilter, $tz: String, $first: Int!,
   $after: String) {
   blogViews(groupBy: $g, granularity: $gr, range: $r, filter: $f, timeZone: $tz, first: $first, after: $after) {

@@ -101,7 +101,7 @@ class _Part:
 def _fixed_part(conn: Connection, p: Plan, sources: list[str], shape: Shape, dim: Dimension | None,
                 f: F.Filter) -> _Part:
     """The rollup buckets and raw edges (ids <= the plan's watermark) of the plan, grouped, as one statement."""
-    params = Params()
+    params = Params.of(conn)
     ctes, members = member_sql(p, sources, shape, dim, f, params, small_tail=True, max_id=0)
     blog_sets = needs_blog_sets(dim)
     group_cols = "pidx, gkey, blog_id" if blog_sets else "pidx, gkey"
@@ -209,7 +209,7 @@ def _live_rows(conn: Connection, ctx: ReadContext, p: Plan, moving: list[Run], s
         return [], 0
     sql_allowed(conn)
     live = Plan(watermark=ctx.watermark, runs={RAW: moving, TAIL: p.runs[TAIL]})
-    params = Params()
+    params = Params.of(conn)
     ctes, members = member_sql(live, sources, shape, dim, f, params,
                              small_tail=ctx.max_id - ctx.watermark <= SMALL_TAIL, max_id=ctx.max_id)
     sql = ("WITH " + ", ".join(ctes) + " SELECT src, pidx, gkey, blog_id, views FROM ("

@@ -101,7 +101,7 @@ def _source_sql(p: Plan, source: str, shape: Shape, dim: Dimension | None, f: F.
         blog, vc, col = "e.blog_id", f"COALESCE(e.viewer_country, '{UNKNOWN_COUNTRY}')", "e.viewed_at"
         ids = f"e.id {'<=' if source == RAW else '>'} {int(p.watermark)}"
         if source == RAW:
-            ids += " AND " + Q.raw_ranges(runs)
+            ids += " AND " + Q.raw_ranges(runs, span_index=not params.sqlite)
         elif small_tail:
             col, ids = "+e.viewed_at", ids + f" AND e.id <= {int(max_id)}"  # by id, as storage/queries does
         # Tail viewers may not be in the dictionary yet (the pass assigns them): kept as their viewerId.
@@ -140,7 +140,7 @@ def _read(conn: Connection, p: Plan, sources: Collection[str], shape: Shape, dim
     for source in sources:
         if not p.runs.get(source):
             continue
-        params = Q.Params()
+        params = Q.Params.of(conn)
         sql = _source_sql(p, source, shape, dim, f, params, small_tail=small_tail, max_id=max_id)
         for pidx, gkey, vid, vnew, blob in conn.execute(text(sql), params.values):
             g = (int(pidx), gkey)

@@ -164,6 +164,8 @@ def test_raw_edges_and_live_reads_use_the_viewed_at_index_without_statistics(una
         # "the last 30 days" at microsecond precision: moving pieces at both ends, the tail
         TopQuery(Dimension.BLOG, RangeSpec(now - 30 * DAY + 1234, None, utc)),
         PerformanceQuery(Granularity.DAY, RangeSpec(now - 30 * DAY + 1234, None, utc), F.TRUE),
+        # a half-hour zone: every local day's edges are raw (more ranges than RAW_RANGE_TERMS)
+        PerformanceQuery(Granularity.DAY, RangeSpec(now - 300 * DAY + 1234, None, ZoneInfo("Asia/Kolkata")), F.TRUE),
     ]
     explained = []
     for q in questions:
@@ -177,3 +179,45 @@ def test_raw_edges_and_live_reads_use_the_viewed_at_index_without_statistics(una
             explained.append(statement)
     assert any("plan_raw" in s and "e.id <=" in s for s in explained)  # raw edges / moving pieces were explained
     assert any("plan_tail" in s for s in explained)  # and the live tail
+
+
+def test_many_raw_edges_are_probed_per_run_on_sqlite(tmp_path: Path) -> None:
+    """performance(DAY) over 300 days in a half-hour zone reads 600 raw half-hour edges: SQLite must probe the
+    viewed_at index once per edge, not scan the whole span once per edge (found by bench/traffic.py: a year in
+    Asia/Kolkata ran past the statement timeout). Counted in SQLite VM steps, which are deterministic: the events
+    of the edges cost a few steps each; a scan of the span per edge would cost hundreds of times the table."""
+    import sqlite3
+
+    db = Database(Settings(database_url=f"sqlite:///{tmp_path / 'edges.db'}", timezone="UTC"))
+    from analytics_gql.storage import schema
+
+    schema.upgrade(db)
+    now = int(dt.datetime.now(dt.UTC).timestamp() * 1_000_000)
+    rng = random.Random(5)
+    with db.write() as conn:
+        conn.execute(text("INSERT INTO countries (code, name) VALUES ('US', 'United States') ON CONFLICT DO NOTHING"))
+    ingest_records(db, "authors", [{"id": "a1", "name": "A"}])
+    ingest_records(db, "blogs", [{"id": "b1", "title": "T", "authorId": "a1", "createdAt": "2020-01-01T00:00:00Z"}])
+    n = 20_000
+    views = [{"blogId": "b1", "viewedAt": dt.datetime.fromtimestamp((now - rng.randrange(330 * DAY)) / 1e6,
+                                                                   dt.UTC).isoformat()} for _ in range(n)]
+    assert ingest_records(db, "views", views).accepted == n  # type: ignore[arg-type]
+    catch_up(db, db.settings, progress=False, quiet=True)
+    q = PerformanceQuery(Granularity.DAY, RangeSpec(now - 300 * DAY + 1234, None, ZoneInfo("Asia/Kolkata")), F.TRUE)
+    raw = [(st, p) for st, p in statements_of(db, lambda c: reports.performance(c, q)) if "plan_raw" in st]
+    assert raw and raw[0][0].count("),") > 500, "the question must read hundreds of raw edges"
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    con = sqlite3.connect(str(tmp_path / "edges.db"))
+    try:
+        con.set_progress_handler(count, 100)
+        con.execute(raw[0][0], raw[0][1]).fetchall()
+    finally:
+        con.close()
+    db.dispose()
+    assert steps[0] * 100 < 200 * n, f"{steps[0] * 100} VM steps for {n} events"
+

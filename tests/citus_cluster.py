@@ -228,3 +228,17 @@ def drop_database(admin_url: str, name: str) -> None:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def add_worker(pg_bin: Path, base: Path, index: int, databases: list, port: int = 9700) -> None:
+    """Start a new worker node ``index`` (port + index) and add it to the cluster in each of ``databases``
+    (the extension installed there first), as an operator adding a machine would."""
+    datadir, wport = _node(base, index, port)
+    _init_node(pg_bin, datadir, wport)
+    _start(pg_bin, datadir, wport)
+    for db in databases:  # every database and its extension first: adding the node connects to all of them
+        if not psql(pg_bin, wport, f"SELECT 1 FROM pg_database WHERE datname = '{db}'"):
+            psql(pg_bin, wport, f'CREATE DATABASE "{db}"')
+        psql(pg_bin, wport, "CREATE EXTENSION IF NOT EXISTS citus", db=db)
+    for db in databases:
+        psql(pg_bin, port, f"SELECT citus_add_node('{HOST}', {wport})", db=db)

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(not CITUS_ADMIN_URL, reason="ANALYTICS_TEST_CITU
 LO = 788_918_400_000_000  # 1995-01-01
 CLI = str(Path(sys.executable).with_name("analytics-gql"))
 PG_BIN = Path(os.environ.get("ANALYTICS_TEST_CITUS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+OWN_PORT = 9810  # the clusters the tests start themselves: coordinator 9810, workers 9811-9813
 
 
 @pytest.fixture
@@ -105,10 +106,10 @@ def ingest(client: TestClient, kind: str, records: list[dict[str, Any]]) -> dict
     return r.json()  # type: ignore[no-any-return]
 
 
-def _seed(cdb: Database, views: int = 20_000) -> None:
+def _seed(cdb: Database, views: int = 20_000, seed: int = 3) -> None:
     env = {**os.environ, "ANALYTICS_DATABASE_URL": cdb.settings.db_url}
     subprocess.run([CLI, "seed", "--authors", "20", "--blogs", "200", "--views", str(views), "--days", "400",
-                    "--seed", "3"], env=env, check=True, capture_output=True)
+                    "--seed", str(seed)], env=env, check=True, capture_output=True)
 
 
 def _remote_plans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -253,7 +254,7 @@ def own_cluster() -> Iterator[tuple[Path, str]]:
     base = Path(tempfile.mkdtemp(prefix="ag_citus_"))
     base.chmod(0o755)
     try:
-        admin = citus_cluster.start_cluster(PG_BIN, base / "cluster", port=9810)
+        admin = citus_cluster.start_cluster(PG_BIN, base / "cluster", port=OWN_PORT)
         yield base / "cluster", admin
     finally:
         citus_cluster.stop_cluster(PG_BIN, base / "cluster")
@@ -276,7 +277,7 @@ def test_worker_stopped_during_a_pass_loses_and_doubles_nothing(own_cluster: tup
         def stop_worker(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             if not stopped and statement.startswith("INSERT INTO views_month_by_blog"):
                 stopped.append(True)
-                citus_cluster.stop_node(PG_BIN, base, 2, port=9810)
+                citus_cluster.stop_node(PG_BIN, base, 2, port=OWN_PORT)
 
         sa_event.listen(db.engine, "before_cursor_execute", stop_worker)
         try:
@@ -287,7 +288,7 @@ def test_worker_stopped_during_a_pass_loses_and_doubles_nothing(own_cluster: tup
         assert stopped
         with db.read() as conn:
             assert store.watermark(conn) == 0
-        citus_cluster.start_node(PG_BIN, base, 2, port=9810)
+        citus_cluster.start_node(PG_BIN, base, 2, port=OWN_PORT)
         db.engine.dispose()
         rollup.catch_up(db, db.settings, progress=False, quiet=True)
         with db.read() as conn:
@@ -298,3 +299,43 @@ def test_worker_stopped_during_a_pass_loses_and_doubles_nothing(own_cluster: tup
     finally:
         db.dispose()
         citus_cluster.drop_database(admin, "ag_citus_stop")
+
+
+def test_adding_a_worker_and_rebalancing_keeps_every_answer(own_cluster: tuple[Path, str]) -> None:
+    """docs/SCALING.md "Adding a worker and rebalancing": a third worker added, shards moved online with their
+    co-located rollup shards; the answers are the same before and after, and a pass after the move is exact."""
+    base, admin = own_cluster
+    url = citus_cluster.create_database(admin, "ag_citus_grow")
+    citus_cluster.psql(PG_BIN, OWN_PORT, "ALTER DATABASE ag_citus_grow SET citus.shard_count = 6")  # small moves
+    db = Database(Settings(database_url=url))
+    ask = "{ top(dimension: BLOG, limit: 1000) { nodes { key views readers } totalReaders } }"
+    try:
+        from analytics_gql.storage import schema
+
+        schema.upgrade(db)
+        _seed(db, 20_000)
+        rollup.catch_up(db, db.settings, progress=False, quiet=True)
+        with TestClient(create_app(db.settings, db)) as client:
+            before = client.post("/graphql", json={"query": ask}).json()
+        citus_cluster.add_worker(PG_BIN, base, 3, ["postgres", "ag_citus_grow"], port=OWN_PORT)
+        with db.engine.connect() as conn:
+            conn.execute(text("SET statement_timeout = 0"))  # a shard move outlasts the service's 30 s
+            # The synchronous form of citus_rebalance_start(): moves co-located shard groups in this session.
+            conn.execute(text("SELECT rebalance_table_shards(shard_transfer_mode => 'block_writes')"))
+            conn.commit()
+            placed = dict(conn.execute(text(
+                "SELECT nodeport, count(*) FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid) "
+                "JOIN pg_dist_shard s USING (shardid) WHERE s.logicalrelid = 'view_events'::regclass "
+                "GROUP BY 1")).all())
+        assert set(placed) == {OWN_PORT + 1, OWN_PORT + 2, OWN_PORT + 3} and placed[OWN_PORT + 3] > 0, placed
+        db.engine.dispose()
+        with TestClient(create_app(db.settings, db)) as client:
+            assert client.post("/graphql", json={"query": ask}).json() == before
+        _seed(db, 5_000, seed=4)  # more blogs and views after the move, folded by a pass on the grown cluster
+        rollup.catch_up(db, db.settings, progress=False, quiet=True)
+        assert_exact(db, "UTC")
+        assert_readers_exact(db, "UTC")
+    finally:
+        db.dispose()
+        citus_cluster.drop_database(admin, "ag_citus_grow")
+

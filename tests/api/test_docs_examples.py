@@ -28,7 +28,8 @@ from analytics_gql.settings import Settings
 from analytics_gql.storage.engine import Database
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+# .ci/run reads ANALYTICS_SHARED_DIR the same way (a clone elsewhere than beside ../shared).
+SHARED = Path(os.environ["ANALYTICS_SHARED_DIR"]) if os.environ.get("ANALYTICS_SHARED_DIR") else REPO.parent / "shared"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NDJSON = {"Content-Type": "application/x-ndjson"}
 FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)

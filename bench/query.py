@@ -218,36 +218,50 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(url: str, log: Path, *, cache: bool = True) -> Iterator[str]:
-    """`analytics-gql serve` on a free loopback port; yields its base URL, stops it afterwards."""
+def serve(url: str, log: Path, env: dict[str, str | None], *,
+          probe: str = "/healthz") -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`analytics-gql serve` (one uvicorn worker) on a free loopback port with `env` over ours (None: unset),
+    waited for until `probe` answers 200; yields (port, process), stops it afterwards. bench/traffic.py uses it too."""
     port = free_port()
-    env = {**os.environ, "ANALYTICS_DATABASE_URL": url, "ANALYTICS_ROLLUP_INTERVAL": "3600",
-           "ANALYTICS_TIMEZONE": "UTC", "ANALYTICS_QUERY_CACHE": "true" if cache else "false"}
-    env.pop("ANALYTICS_API_KEYS", None)
-    env.pop("ANALYTICS_REDIS_URL", None)
+    full = {**os.environ, "ANALYTICS_DATABASE_URL": url, "ANALYTICS_TIMEZONE": "UTC"}
+    for k, v in env.items():
+        if v is None:
+            full.pop(k, None)
+        else:
+            full[k] = v
     with open(log, "ab") as out:
-        proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+        proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=full,
                                 stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(base + probe, timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start; see {log}")
             time.sleep(0.2)
-        yield base
+        yield port, proc
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def server(url: str, log: Path, *, cache: bool = True) -> Iterator[str]:
+    """`analytics-gql serve` with no pass during the measurement and no keys; yields its base URL."""
+    env: dict[str, str | None] = {"ANALYTICS_ROLLUP_INTERVAL": "3600",
+                                  "ANALYTICS_QUERY_CACHE": "true" if cache else "false",
+                                  "ANALYTICS_API_KEYS": None, "ANALYTICS_REDIS_URL": None}
+    with serve(url, log, env) as (port, _proc):
+        yield f"http://127.0.0.1:{port}"
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -49,6 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from databases import PG_ADMIN
+from query import serve
 from sqlalchemy import Connection, Engine, create_engine, text
 
 CLI = str(Path(sys.executable).with_name("analytics-gql"))
@@ -709,46 +710,15 @@ def database(a: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
         admin.dispose()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(url: str, interval: int, log: Path) -> Iterator[tuple[int, int]]:
-    """`analytics-gql serve` (one worker, in-process passes every `interval` s, one API key); (port, pid)."""
-    port = free_port()
-    env = {**os.environ, "ANALYTICS_DATABASE_URL": url, "ANALYTICS_ROLLUP_INTERVAL": str(interval),
-           "ANALYTICS_TIMEZONE": "UTC", "ANALYTICS_API_KEYS": f"{KEY}:ingest,read"}
-    for k in ("ANALYTICS_REDIS_URL", "ANALYTICS_RETENTION", "ANALYTICS_RATE_LIMIT", "ANALYTICS_QUERY_CACHE"):
-        env.pop(k, None)
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([CLI, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=f,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {log}")
-            time.sleep(0.2)
+    """`analytics-gql serve` (bench/query.serve: one worker) with in-process passes every `interval` s and one API
+    key; yields (port, pid)."""
+    unset = ("ANALYTICS_REDIS_URL", "ANALYTICS_RETENTION", "ANALYTICS_RATE_LIMIT", "ANALYTICS_QUERY_CACHE")
+    env: dict[str, str | None] = {"ANALYTICS_ROLLUP_INTERVAL": str(interval),
+                                  "ANALYTICS_API_KEYS": f"{KEY}:ingest,read", **dict.fromkeys(unset)}
+    with serve(url, log, env, probe="/readyz") as (port, proc):
         yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_caught_up(engine: Engine, timeout: float = 600) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from query import CLI, pct, server
+from serving import CLI, pct, server
 from sqlalchemy import create_engine, text
 
 PG_ADMIN = os.environ.get("ANALYTICS_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import httpx
 from databases import throwaway_database
-from query import CLI, pct, server
+from serving import CLI, pct, server
 from sqlalchemy import text
 
 from analytics_gql import loading, rollup

@@ -49,7 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from databases import PG_ADMIN
-from query import serve
+from serving import serve
 from sqlalchemy import Connection, Engine, create_engine, text
 
 CLI = str(Path(sys.executable).with_name("analytics-gql"))
@@ -712,7 +712,7 @@ def database(a: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
 
 @contextmanager
 def server(url: str, interval: int, log: Path) -> Iterator[tuple[int, int]]:
-    """`analytics-gql serve` (bench/query.serve: one worker) with in-process passes every `interval` s and one API
+    """`analytics-gql serve` (bench/serving.serve: one worker) with in-process passes every `interval` s and one API
     key; yields (port, pid)."""
     unset = ("ANALYTICS_REDIS_URL", "ANALYTICS_RETENTION", "ANALYTICS_RATE_LIMIT", "ANALYTICS_QUERY_CACHE")
     env: dict[str, str | None] = {"ANALYTICS_ROLLUP_INTERVAL": str(interval),

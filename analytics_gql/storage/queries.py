@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, text
@@ -20,7 +20,14 @@ from analytics_gql.domain.memo import SharedList
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run
 from analytics_gql.domain.queries import Dimension, SourceUse
 from analytics_gql.storage.blogs_created import blogs_created
-from analytics_gql.storage.query_cache import QueryCache
+from analytics_gql.storage.parts import (
+    PAGES_PER_PART,
+    SMALL_TAIL,
+    GroupKey,
+    Part,
+    Row,
+    planned_part,
+)
 from analytics_gql.storage.read_context import (
     NeedsThread,
     ReadContext,
@@ -49,14 +56,6 @@ from analytics_gql.storage.tables import (
     Shape,
 )
 
-# Pages of one cached part kept as list objects (_Part.pages).
-_PAGES_PER_PART = 16
-# Up to this many events above the watermark, the tail is read through the id index.
-SMALL_TAIL = 200_000
-# A cached rollup part read at an older watermark is reused while at most this many events lie above that
-# watermark (they are read as its tail): a pass then costs the next request a tail read, not a full re-read.
-REUSE_TAIL = 20_000
-
 
 @dataclass(frozen=True)
 class Aggregate:
@@ -70,68 +69,8 @@ class Aggregate:
     previous_total: int = 0  # with `compare`: all views in the comparison windows
 
 
-Row = tuple[int, str, str, int, int]
-GroupKey = tuple[int, Any]
 
-
-@dataclass
-class _Part:
-    """Views per (pidx, group key), distinct blogs per group (when asked for) and rows per source.
-
-    Stored in the query cache and shared between threads: never mutated after `_fixed_part` returns, except
-    `ranked`, which is filled once (idempotently) when a request finds no tail rows to add, and `pages`, the
-    pages cut from it (one SharedList per (offset, limit), or per ("compare", windows, offset, limit): callers may
-    memoise what they derive from a page on its identity, reports.py does; a page with a tail added is a plain,
-    per-request list), and `derived`, values computed once from `ranked` (the comparison split, _compared_part).
-    """
-
-    views: dict[GroupKey, int]
-    blogs: dict[GroupKey, frozenset[int]] | None
-    counts: dict[str, int]
-    ranked: list[Row] | None = None
-    pages: dict[tuple[Any, ...], list[Row]] = field(default_factory=dict)
-    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        """Rows held, for the cache's bound."""
-        return len(self.views) + (sum(len(b) for b in self.blogs.values()) if self.blogs is not None else 0)
-
-
-def _fixed_part(conn: Connection, p: Plan, sources: list[str], shape: Shape, dim: Dimension | None,
-                f: F.Filter) -> _Part:
-    """The rollup buckets and raw edges (ids <= the plan's watermark) of the plan, grouped, as one statement."""
-    params = Params.of(conn)
-    ctes, members = member_sql(p, sources, shape, dim, f, params, small_tail=True, max_id=0)
-    blog_sets = needs_blog_sets(dim)
-    group_cols = "pidx, gkey, blog_id" if blog_sets else "pidx, gkey"
-    sql = ("WITH " + ", ".join(ctes)
-           + ", u AS MATERIALIZED (" + " UNION ALL ".join(members) + ") "
-           + f"SELECT 0 AS kind, NULL AS src, pidx, gkey, {'blog_id' if blog_sets else 'NULL'}, SUM(views) "
-           + f"FROM u GROUP BY {group_cols} "
-           + "UNION ALL SELECT 1, src, NULL, NULL, NULL, COUNT(*) FROM u GROUP BY src")
-    views: dict[GroupKey, int] = {}
-    sets: dict[GroupKey, set[int]] = {}
-    counts: dict[str, int] = {}
-    for kind, src, pidx, gkey, blog_id, n in conn.execute(text(sql), params.values).fetchall():
-        if kind == 0:
-            g = (int(pidx), gkey)
-            views[g] = views.get(g, 0) + int(n)
-            if blog_sets:
-                sets.setdefault(g, set()).add(int(blog_id))
-        else:
-            counts[str(src)] = int(n)
-    return _Part(views, {g: frozenset(b) for g, b in sets.items()} if blog_sets else None, counts)
-
-
-def _read_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
-               dim: Dimension | None, f: F.Filter) -> tuple[Plan, _Part]:
-    p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
-    fixed_sources = [s for s in p.sources() if s != TAIL]
-    return p, _fixed_part(conn, p, fixed_sources, shape, dim, f) if fixed_sources else _Part({}, None, {})
-
-
-def _ranked_part(conn: Connection, ctx: ReadContext, dim: Dimension | None, part: _Part) -> list[Row]:
+def _ranked_part(conn: Connection, ctx: ReadContext, dim: Dimension | None, part: Part) -> list[Row]:
     """The part's rows ranked and labelled (when no tail is added to it), computed once per part."""
     ranked = part.ranked
     if ranked is None:
@@ -145,53 +84,6 @@ def _ranked_part(conn: Connection, ctx: ReadContext, dim: Dimension | None, part
         part.ranked = ranked  # same value whichever thread computes it first
     return ranked
 
-
-def _planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
-                  dim: Dimension | None, f: F.Filter) -> tuple[ReadContext, Plan, _Part]:
-    """The plan and its part at or below a watermark; the context to read the tail with (same watermark).
-
-    From the query cache when it holds this question under the same state key, read at this watermark or at an
-    older one with at most REUSE_TAIL events above it (the returned context then carries that older watermark,
-    so the tail covers everything above it, and the part is re-read at the new watermark in the background for
-    the next requests); otherwise read now and remember it.
-    """
-    cache = cache_of(conn)
-    key = ("part", tuple(windows), shape, dim, f, ctx.state_key)
-    if cache is not None:
-        found = cache.get(key, lambda v: v[0] == ctx.watermark or (
-            v[0] < ctx.watermark and ctx.max_id - v[0] <= REUSE_TAIL))
-        if found is not None:
-            watermark, part = found
-            if watermark == ctx.watermark:
-                return ctx, plan_for(windows, ctx, SHAPE_GRAINS[shape]), part
-            _refresh_later(conn, cache, key, windows, shape, dim, f)
-            older = replace(ctx, watermark=watermark)
-            return older, plan_for(windows, older, SHAPE_GRAINS[shape]), part
-    sql_allowed(conn)
-    p, part = _read_part(conn, ctx, windows, shape, dim, f)
-    if cache is not None:
-        cache.put(key, (ctx.watermark, part), part.size)
-    return ctx, p, part
-
-
-def _refresh_later(conn: Connection, cache: QueryCache, key: tuple[Any, ...], windows: list[tuple[int, int]],
-                   shape: Shape, dim: Dimension | None, f: F.Filter) -> None:
-    """Queue a re-read of a reused part at the watermark of a new snapshot (storage/engine.Database.read_later)."""
-    options = conn.get_execution_options()
-    later = options.get("read_later")
-    if not callable(later) or options.get("quick"):
-        return  # a quick read reads the tail next, so it is redone in a thread, which queues this
-
-    def job(c: Connection) -> None:
-        ctx = read_context(c)
-        if key[-1] != ctx.state_key:
-            return  # the state moved on (a rebuild, repair, compaction): the next request reads what it needs
-        _p, part = _read_part(c, ctx, windows, shape, dim, f)
-        if ctx.max_id <= ctx.watermark:
-            _ranked_part(c, ctx, dim, part)  # what the next request needs when no tail is added
-        cache.put(key, (ctx.watermark, part), part.size)
-
-    later(key, job)
 
 
 # Every period boundary of every zone in use lies on a quarter hour; a window ending elsewhere ends at "now" (or at a
@@ -328,7 +220,7 @@ class Merged:
     views: dict[GroupKey, int]
     blog_count: Callable[[GroupKey], int]
     sources: list[SourceUse]
-    part: _Part | None = None
+    part: Part | None = None
     live: bool = False
 
 
@@ -341,7 +233,7 @@ def merged(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *
         p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
         return Merged({}, lambda _g: 0, [SourceUse(s, 0) for s in p.sources()])
     stable, pieces = split_moving(windows, ctx)
-    ctx, p, part = _planned_part(conn, ctx, stable, shape, dim, f)
+    ctx, p, part = planned_part(conn, ctx, stable, shape, dim, f, _ranked_part)
     moving = [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]
     if moving:
         p = _with_moving(p, windows, moving)
@@ -382,17 +274,17 @@ def _compared(conn: Connection, ctx: ReadContext, dim: Dimension | None, views: 
                      [by_key.get((r[0], r[1]), 0) for r in page], sum(before.values()))
 
 
-def _kept_page(part: _Part, key: Any, rows: list[Row], share: bool) -> list[Row]:
+def _kept_page(part: Part, key: Any, rows: list[Row], share: bool) -> list[Row]:
     """`rows` as the part's shared page for `key` when it keeps one more (SharedList: never mutated, memoised
     downstream by identity); else a plain list, which nothing memoises (its identity never comes back)."""
-    if share and len(part.pages) < _PAGES_PER_PART:
+    if share and len(part.pages) < PAGES_PER_PART:
         page = SharedList(rows)
         part.pages[key] = page
         return page
     return rows
 
 
-def _compared_part(part: _Part, ranked: list[Row], n: int, limit: int | None, offset: int,
+def _compared_part(part: Part, ranked: list[Row], n: int, limit: int | None, offset: int,
                    sources: list[SourceUse], share: bool = True) -> Aggregate:
     """_compared for a cached part without a tail: the split of its ranked rows is computed once per part.
 

@@ -82,6 +82,12 @@ class QueryCache:
             self._hits += 1
             return found[0]
 
+    def peek(self, key: Hashable) -> Any | None:
+        """The stored value or None, leaving recency and the hit and miss counts alone (background work)."""
+        with self._lock:
+            found = self._entries.get(key)
+            return None if found is None else found[0]
+
     def put(self, key: Hashable, value: Any, rows: int) -> None:
         """Store a value that holds `rows` rows; evict the least recently used until both bounds hold."""
         rows = max(1, rows)

@@ -25,6 +25,7 @@ from analytics_gql.domain.calendar import Grain
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run
 from analytics_gql.domain.queries import Dimension
 from analytics_gql.errors import RebuildRequired
+from analytics_gql.storage import parts
 from analytics_gql.storage import queries as Q
 from analytics_gql.storage.reader_sets import decode
 from analytics_gql.storage.tables import READER_GRAINS, SHAPE_KEYS, UNKNOWN_COUNTRY, Shape, reader_tables
@@ -171,7 +172,7 @@ def _part(conn: Connection, ctx: Q.ReadContext, stable: list[tuple[int, int]], s
     key = ("readers", tuple(stable), shape, dim, f, ctx.state_key)
     if cache is not None:
         found = cache.get(key, lambda v: v[0] == ctx.watermark or (
-            v[0] < ctx.watermark and ctx.max_id - v[0] <= Q.REUSE_TAIL))
+            v[0] < ctx.watermark and ctx.max_id - v[0] <= parts.REUSE_TAIL))
         if found is not None:
             watermark, part = found
             return (ctx if watermark == ctx.watermark else replace(ctx, watermark=watermark)), part
@@ -201,7 +202,7 @@ def readers(conn: Connection, ctx: Q.ReadContext, windows: list[tuple[int, int]]
         return Readers(part)
     Q.sql_allowed(conn)
     live, new = _read(conn, Plan(watermark=ctx.watermark, runs=runs), [RAW, TAIL], shape, dim, f,
-                      small_tail=ctx.max_id - ctx.watermark <= Q.SMALL_TAIL, max_id=ctx.max_id)
+                      small_tail=ctx.max_id - ctx.watermark <= parts.SMALL_TAIL, max_id=ctx.max_id)
     return Readers(part, live, new)
 
 

@@ -98,13 +98,15 @@ Rank = Callable[[Connection, ReadContext, Dimension | None, Part], object]
 
 
 def planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
-                 dim: Dimension | None, f: F.Filter, rank: Rank) -> tuple[ReadContext, Plan, Part]:
+                 dim: Dimension | None, f: F.Filter, rank: Rank, *,
+                 chunked: bool = True) -> tuple[ReadContext, Plan, Part]:
     """The plan and its part at or below a watermark; the context to read the tail with (same watermark).
 
     From the query cache when it holds this question under the same state key, read at this watermark or at an
     older one with at most REUSE_TAIL events above it (the returned context then carries that older watermark,
     so the tail covers everything above it, and the events folded since are added to the part in the background
-    for the next requests, which `rank` then ranks); otherwise read now and remember it.
+    for the next requests, which `rank` then ranks); otherwise read now and remember it: a series (`chunked`) as
+    the parts of its series_chunks, each of which may be in the cache already.
     """
     cache = cache_of(conn)
     key = ("part", tuple(windows), shape, dim, f, ctx.state_key)
@@ -118,11 +120,64 @@ def planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, in
             refresh_later(conn, cache, key, windows, shape, dim, f, rank)
             older = replace(ctx, watermark=watermark)
             return older, plan_for(windows, older, SHAPE_GRAINS[shape]), part
+    chunks = series_chunks(windows) if cache is not None and chunked else []
+    if chunks:
+        ctx, part = _from_chunks(conn, ctx, windows, chunks, shape, dim, f, rank)
+        assert cache is not None
+        cache.put(key, (ctx.watermark, part), part.size)
+        return ctx, plan_for(windows, ctx, SHAPE_GRAINS[shape]), part
     sql_allowed(conn)
     p, part = read_part(conn, ctx, windows, shape, dim, f)
     if cache is not None:
         cache.put(key, (ctx.watermark, part), part.size)
     return ctx, p, part
+
+
+def series_chunks(windows: list[tuple[int, int]]) -> list[list[int]]:
+    """Window indexes that partition a list of windows for the cache, when it holds a series: the middle of each
+    contiguous run of three or more windows (a series, or its comparison series) on its own, and every other window
+    (each run's first and last, shorter runs) together. A series over the last 365 days ending now changes its first
+    and last windows every hour (their moving ends are cut at whole hours) and keeps its middle for a day, which
+    the cache then holds apart. [] when no run is that long (the windows are read as one part)."""
+    middles: list[list[int]] = []
+    edges: list[int] = []
+    i = 0
+    while i < len(windows):
+        j = i + 1
+        while j < len(windows) and windows[j][0] == windows[j - 1][1] and windows[j][0] < windows[j][1]:
+            j += 1
+        if j - i >= 3:
+            middles.append(list(range(i + 1, j - 1)))
+            edges += [i, j - 1]
+        else:
+            edges += range(i, j)
+        i = j
+    return [sorted(edges), *middles] if middles else []
+
+
+def _from_chunks(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], chunks: list[list[int]],
+                 shape: Shape, dim: Dimension | None, f: F.Filter, rank: Rank) -> tuple[ReadContext, Part]:
+    """A part of `windows` made of the parts of its chunks (each found in the cache or read, as planned_part does),
+    all at one watermark: the newest they were found at; those found older are advanced to it first."""
+    found: list[tuple[list[int], ReadContext, Part]] = []
+    for chunk in chunks:
+        c_ctx, _p, part = planned_part(conn, ctx, [windows[i] for i in chunk], shape, dim, f, rank, chunked=False)
+        found.append((chunk, c_ctx, part))
+    target = max(c.watermark for _chunk, c, _part in found)
+    at = replace(ctx, watermark=target)
+    views: dict[GroupKey, int] = {}
+    blogs: dict[GroupKey, frozenset[int]] | None = {} if needs_blog_sets(dim) else None
+    counts: dict[str, int] = {}
+    for chunk, c_ctx, part in found:
+        if c_ctx.watermark < target:
+            sql_allowed(conn)
+            part = advanced(conn, at, [windows[i] for i in chunk], shape, dim, f, c_ctx.watermark, part)
+        views.update({(chunk[pidx], g): v for (pidx, g), v in part.views.items()})
+        if blogs is not None and part.blogs is not None:
+            blogs.update({(chunk[pidx], g): b for (pidx, g), b in part.blogs.items()})
+        for src, n in part.counts.items():
+            counts[src] = counts.get(src, 0) + n
+    return at, Part(views, blogs, counts)
 
 
 def advanced(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,

@@ -98,9 +98,10 @@ class World:
         assert want.total > 0  # a check over nothing would prove nothing
         return got
 
-    def check_blog_views(self, dim: str, f: dict[str, Any] | None = None, tz: str = "UTC") -> None:
-        got = self.ask(BLOG_VIEWS, {"g": dim, "r": YEAR, "f": f, "tz": tz})["blogViews"]
-        s, e = O.parse_time(YEAR["start"], tz), O.parse_time(YEAR["end"], tz)
+    def check_blog_views(self, dim: str, f: dict[str, Any] | None = None, tz: str = "UTC",
+                         r: dict[str, str] = YEAR) -> None:
+        got = self.ask(BLOG_VIEWS, {"g": dim, "r": r, "f": f, "tz": tz})["blogViews"]
+        s, e = O.parse_time(r["start"], tz), O.parse_time(r["end"], tz)
         want = O.blog_views(self.truth, group_by=dim, granularity="MONTH", start=s, end=e, zone=tz, f=f)
         assert got["totalCount"] == len(want) > 0
         assert [(O.parse_output_instant(n["periodStart"]), n["key"], n["label"], n["views"], n["blogCount"])
@@ -240,6 +241,34 @@ def test_reused_parts_are_advanced_by_the_events_folded_since(db: Database,
         check_all(w)
         got = {n["key"]: n["blogCount"] for n in w.check_top("AUTHOR")["nodes"]}
         assert got["a1"] == 3  # b1, b2 and b4 (b4 only in the advance)
+
+
+def test_a_series_moved_by_an_hour_reads_only_its_first_and_last_windows(db: Database,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A monthly series over a year at millisecond precision, asked again an hour later: its middle months come
+    from the cache (parts.series_chunks), only the first and last windows are read; answers equal the oracle's."""
+    reads: list[int] = []
+    plain_read = parts.read_part
+
+    def read_spy(conn: Any, ctx: Any, windows: list[tuple[int, int]], *a: Any) -> Any:
+        reads.append(len(windows))
+        return plain_read(conn, ctx, windows, *a)
+
+    monkeypatch.setattr(parts, "read_part", read_spy)
+    with world(db) as w:
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        first = {"start": "2025-01-01T05:17:00.123Z", "end": "2026-01-01T05:17:00.123Z"}
+        later = {"start": "2025-01-01T06:17:00.123Z", "end": "2026-01-01T06:17:00.123Z"}
+        for dim, f in [("COUNTRY", None), ("AUTHOR", {"not": {"blog": {"eq": "b2"}}})]:
+            reads.clear()
+            w.check_blog_views(dim, f, r=first)
+            assert reads == [2, 11]  # cold: the first and last months together, the eleven between
+            reads.clear()
+            w.check_blog_views(dim, f, r=later)
+            assert reads == [2]  # an hour later: the first and last windows only
+            reads.clear()
+            w.check_blog_views(dim, f, r=later)
+            assert reads == []  # and then the whole series from the cache
 
 
 def test_dimension_upserts_from_another_process(db: Database, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Results derived from an immutable object, found again by that object's identity.
 
 The query cache hands the same page object (a list of ranked rows) to every request that asks the same question
-of the same data (storage/queries.py, `_Part.pages`). What later layers derive from such a page (report rows,
+of the same data (storage/parts.py, `Part.pages`). What later layers derive from such a page (report rows,
 GraphQL objects) is then the same too, so they memoise it here instead of rebuilding a 1,000-row page per request.
 An entry holds a reference to its source, so the source's id cannot be reused by another object while the entry
 exists; a lookup also checks the source by identity and the extra key by equality.

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from analytics_gql.domain import filters as F
-from analytics_gql.domain.planning import TAIL, Plan
+from analytics_gql.domain.calendar import HOUR_US, US
+from analytics_gql.domain.planning import RAW, TAIL, Plan, Run
 from analytics_gql.domain.queries import Dimension
 from analytics_gql.storage.query_cache import QueryCache
 from analytics_gql.storage.read_context import ReadContext, cache_of, plan_for, read_context, sql_allowed
@@ -230,3 +231,51 @@ def refresh_later(conn: Connection, cache: QueryCache, key: tuple[Any, ...], win
         cache.put(key, (ctx.watermark, part), part.size)
 
     later(key, job)
+
+
+# A moving piece ending at most this long before the read context's clock ends "now": nothing folded lies after it
+# in its hour, as a rule (events arrive in the present), so the hour's part stands for it.
+CURRENT_US = 60 * US
+LiveRow = tuple[str, int, Any, int | None, int]
+
+
+@dataclass(frozen=True)
+class Held:
+    """Moving pieces answered from their hour's cached part: its rows (as live rows of source raw), the runs that
+    must find no folded event for that to hold (the rest of each hour after the piece, as output index -1 - i),
+    and the pieces read live as before."""
+
+    rows: list[LiveRow]
+    after: list[Run]
+    live: list[Run]
+
+
+def held_hours(conn: Connection, ctx: ReadContext, pieces: list[tuple[int, int, int]], shape: Shape,
+               dim: Dimension | None, f: F.Filter, rank: Rank) -> Held:
+    """The moving pieces (window index, lo, hi) that start on a UTC hour and end now, from the cached part of their
+    whole hour at the context's watermark (advanced to it when found older; not used when found newer). Under
+    ingest the current hour holds every event folded since it began: read as a part, it is read once per pass and
+    then advanced, instead of once per request. Exact when no event at or below the watermark lies in the hour
+    after the piece's end (the caller checks `after` in its live statement, and reads the pieces live if one does).
+    """
+    rows: list[LiveRow] = []
+    after: list[Run] = []
+    live: list[Run] = []
+    for i, lo, hi in pieces:
+        end = lo + HOUR_US
+        if lo % HOUR_US or hi >= end or hi < ctx.as_of - CURRENT_US:
+            live.append(Run(RAW, lo, hi, i, hi - lo))
+            continue
+        h_ctx, _p, part = planned_part(conn, ctx, [(lo, end)], shape, dim, f, rank, chunked=False)
+        if h_ctx.watermark > ctx.watermark:
+            live.append(Run(RAW, lo, hi, i, hi - lo))
+            continue
+        if h_ctx.watermark < ctx.watermark:
+            sql_allowed(conn)
+            part = advanced(conn, ctx, [(lo, end)], shape, dim, f, h_ctx.watermark, part)
+        for (_pidx, gkey), views in part.views.items():
+            rows.append((RAW, i, gkey, None, views))
+            for blog in (part.blogs or {}).get((_pidx, gkey), ()):
+                rows.append((RAW, i, gkey, blog, 0))
+        after.append(Run(RAW, hi, end, -1 - i, HOUR_US))
+    return Held(rows, after, live)

@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, bindparam, text
 
 from analytics_gql.domain import filters as F
+from analytics_gql.domain.calendar import HOUR_US
 from analytics_gql.domain.memo import SharedList
 from analytics_gql.domain.planning import RAW, TAIL, Plan, Run
 from analytics_gql.domain.queries import Dimension, SourceUse
@@ -24,8 +25,11 @@ from analytics_gql.storage.parts import (
     PAGES_PER_PART,
     SMALL_TAIL,
     GroupKey,
+    Held,
+    LiveRow,
     Part,
     Row,
+    held_hours,
     planned_part,
 )
 from analytics_gql.storage.read_context import (
@@ -111,6 +115,28 @@ def _live_rows(conn: Connection, ctx: ReadContext, p: Plan, moving: list[Run], s
     if sources == [TAIL]:
         return rows, 0
     return rows, sum(1 for r in rows if r[0] == RAW)  # the moving pieces: under an hour of events each
+
+
+def _with_held(conn: Connection, ctx: ReadContext, p: Plan, held: Held, tail: list[LiveRow], moving_rows: int,
+               shape: Shape, dim: Dimension | None, f: F.Filter) -> tuple[list[LiveRow], int]:
+    """The live rows with the held hours' rows added; where a folded event lies after a held piece in its hour
+    (rows of output index < 0: rare, an event dated ahead), that piece is read live instead."""
+    bad = {-1 - r[1] for r in tail if r[1] < 0}
+    rows = [r for r in tail if r[1] >= 0]
+    moving_rows -= len(tail) - len(rows)  # the `after` rows were counted as moving-piece rows
+    ok = [r for r in held.rows if r[1] not in bad]
+    # An `after` run is (piece end, its hour's end, -1 - window): the piece is the hour's start to the piece end.
+    runs = [Run(RAW, r.hi - HOUR_US, r.lo, -1 - r.base, r.lo - (r.hi - HOUR_US)) for r in held.after
+            if -1 - r.base in bad]
+    if runs:
+        params = Params.of(conn)
+        ctes, members = member_sql(Plan(watermark=p.watermark, runs={RAW: runs}), [RAW], shape, dim, f, params,
+                                   small_tail=True, max_id=ctx.max_id)
+        sql = "WITH " + ", ".join(ctes) + " SELECT src, pidx, gkey, blog_id, views FROM (" + members[0] + ") t"
+        again = cast(list[LiveRow], conn.execute(text(sql), params.values).fetchall())
+        rows += again
+        moving_rows += len(again)
+    return rows + ok, moving_rows + len(ok)
 
 
 def _names(conn: Connection, ctx: ReadContext, dim: Dimension | None, gkeys: set[Any]) -> dict[Any, tuple[str, str]]:
@@ -234,12 +260,15 @@ def merged(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *
         return Merged({}, lambda _g: 0, [SourceUse(s, 0) for s in p.sources()])
     stable, pieces = split_moving(windows, ctx)
     ctx, p, part = planned_part(conn, ctx, stable, shape, dim, f, _ranked_part)
-    moving = [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces]
-    if moving:
-        p = _with_moving(p, windows, moving)
+    held = held_hours(conn, ctx, pieces, shape, dim, f, _ranked_part)
+    if pieces:
+        p = _with_moving(p, windows, [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces])
     if not p.sources():
         return Merged({}, lambda _g: 0, [])
-    tail, moving_rows = _live_rows(conn, ctx, p, moving, shape, dim, f) if TAIL in p.runs else ([], 0)
+    tail, moving_rows = _live_rows(conn, ctx, p, [*held.live, *held.after], shape, dim, f) if TAIL in p.runs \
+        else ([], 0)
+    if held.after:
+        tail, moving_rows = _with_held(conn, ctx, p, held, tail, moving_rows, shape, dim, f)
     counts = {**part.counts, TAIL: len(tail) - moving_rows}
     if moving_rows:
         counts[RAW] = counts.get(RAW, 0) + moving_rows

@@ -110,15 +110,21 @@ def test_graphiql_runs_a_saved_query_in_chromium(tmp_path: Path) -> None:
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_healthy(base, proc)
-        with tempfile.TemporaryDirectory() as profile:
-            out = subprocess.run(
-                # A tall window: CodeMirror only renders the result lines that are in view.
-                [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=20000",
-                 "--window-size=1400,3000", "--dump-dom", f"{base}/graphql?example=top-blogs&run=1"],
-                capture_output=True, timeout=120, check=False)
-        dom = out.stdout.decode("utf-8", "replace")
-        assert "graphiql-container" in dom, f"GraphiQL did not render: {out.stderr.decode()[-2000:]}"
-        result = visible_text(dom, "result-window")
+        for budget in (20_000, 60_000, 120_000):
+            # Chromium dumps the page when its virtual time budget is spent, whether the query's answer (real
+            # time: a server on a loaded machine) has arrived or not: an empty result window is asked again with a
+            # larger budget (a CI run on a busy 2-core machine once dumped it empty); a wrong answer is not.
+            with tempfile.TemporaryDirectory() as profile:
+                out = subprocess.run(
+                    # A tall window: CodeMirror only renders the result lines that are in view.
+                    [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget}",
+                     "--window-size=1400,3000", "--dump-dom", f"{base}/graphql?example=top-blogs&run=1"],
+                    capture_output=True, timeout=180, check=False)
+            dom = out.stdout.decode("utf-8", "replace")
+            assert "graphiql-container" in dom, f"GraphiQL did not render: {out.stderr.decode()[-2000:]}"
+            result = visible_text(dom, "result-window")
+            if '"totalViews"' in result or '"errors"' in result:
+                break
         assert f'"totalViews": {sum(views)}' in result, result[:2000]
         assert '"otherViews": 0' in result
         for rank, (i, n) in enumerate(sorted(enumerate(views), key=lambda p: -p[1]), 1):

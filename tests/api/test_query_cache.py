@@ -556,6 +556,31 @@ def check_year(w: World, start: int, end: int) -> int:
     return want_perf[0].blogs_created
 
 
+def test_a_range_ending_now_with_folded_events_dated_after_its_end(db: Database) -> None:
+    """The piece of a range ending now inside its last hour comes from that hour's cached part (parts.held_hours)
+    only while no folded event lies after the end in that hour: events dated a little ahead, folded, are left out
+    (the piece is read from raw events instead), before and after another pass; answers equal the oracle's."""
+    ms = 1000
+    if O.us(dt.datetime.now(dt.UTC)) % O.HOUR > O.HOUR - 20_000 * ms:
+        time.sleep(25)  # room in this hour after the end for the events dated ahead
+    with world(db) as w:
+        e = O.us(dt.datetime.now(dt.UTC)) // ms * ms - 2_000 * ms
+        s = e - 365 * O.DAY
+        w.views(views_at("b1", "US", e - 40 * MINUTE, 10, MINUTE) + views_at("b2", "KE", s + 10 * MINUTE, 5, MINUTE)
+                + views_at("b2", "US", s - O.DAY + 200 * ms, 5, 7 * MINUTE))  # growth's first previous window
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        check_year(w, s, e)  # the hour's part is cached now
+        w.views(views_at("b3", "ET", e + 300 * ms, 3, 1_000 * ms)  # after the end, in its hour
+                + views_at("b1", "KE", e - 5 * MINUTE, 2, MINUTE))
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        check_year(w, s, e)
+        w.views(views_at("b2", "US", e - 2 * MINUTE, 4, 10 * ms))
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        check_year(w, s, e)
+        db.settle()
+        check_year(w, s, e)
+
+
 def test_the_last_365_days_at_millisecond_precision_stay_warm_and_exact(db: Database) -> None:
     """A client sending `now - 365 days .. now` at millisecond precision with every request: each window's
     whole-hour interior is cached whatever the instants inside its first and last hour, and the pieces outside it
@@ -583,7 +608,8 @@ def test_the_last_365_days_at_millisecond_precision_stay_warm_and_exact(db: Data
         w.views(views_at("b3", "KE", e1 + 100 * ms, 1, MINUTE))  # between the ends (live tail)
         assert check_year(w, s2, e2) == created - 1 >= 1  # b4 was created between the starts
         if (s1 // O.HOUR, e1 // O.HOUR) == (s2 // O.HOUR, e2 // O.HOUR):
-            assert w.stats() == (hits + len(YEAR_QUESTIONS) + 1, misses)  # three parts and blogsCreated
+            # Per question its part and the part of the hour it ends in (parts.held_hours); and blogsCreated.
+            assert w.stats() == (hits + 2 * len(YEAR_QUESTIONS) + 1, misses)
         w.views(views_at("b3", "US", e1 - 20 * MINUTE, 4, MINUTE))
         catch_up(db, settings_for(db), progress=False, quiet=True)  # a pass between requests
         check_year(w, s2 + 10 * ms, e2 + 10 * ms)

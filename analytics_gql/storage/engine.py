@@ -170,10 +170,14 @@ class Database:
             self._later_pending.add(key)
             pool = self._later_pool
 
+        queued = time.monotonic()
+
         def run() -> None:
             try:
-                # Let the request that queued this finish first: under the GIL this thread would slow it down.
-                time.sleep(READ_LATER_DELAY)
+                # Let the request that queued this finish first: under the GIL this thread would slow it down. From
+                # when it was queued: after a pass, hundreds of parts queued together run one after another, not
+                # 50 ms apart (their requests read larger tails meanwhile).
+                time.sleep(max(0.0, queued + READ_LATER_DELAY - time.monotonic()))
                 with self.read() as conn:
                     job(conn)
             except Exception:

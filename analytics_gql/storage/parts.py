@@ -110,7 +110,7 @@ def planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, in
     the parts of its series_chunks, each of which may be in the cache already.
     """
     cache = cache_of(conn)
-    key = ("part", tuple(windows), shape, dim, f, ctx.state_key)
+    key = part_key(windows, shape, dim, f, ctx)
     if cache is not None:
         found = cache.get(key, lambda v: v[0] == ctx.watermark or (
             v[0] < ctx.watermark and ctx.max_id - v[0] <= REUSE_TAIL))
@@ -132,6 +132,27 @@ def planned_part(conn: Connection, ctx: ReadContext, windows: list[tuple[int, in
     if cache is not None:
         cache.put(key, (ctx.watermark, part), part.size)
     return ctx, p, part
+
+
+def part_key(windows: list[tuple[int, int]], shape: Shape, dim: Dimension | None, f: F.Filter,
+             ctx: ReadContext) -> tuple[Any, ...]:
+    """The query cache's key of a part (its value: (watermark, Part))."""
+    return ("part", tuple(windows), shape, dim, f, ctx.state_key)
+
+
+def _keep_advanced(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], shape: Shape,
+                   dim: Dimension | None, f: F.Filter, old_watermark: int, old: Part) -> Part:
+    """`advanced` to the context's watermark, and stored so: the next requests do not advance it again while its
+    background refresh waits in the queue."""
+    sql_allowed(conn)
+    part = advanced(conn, ctx, windows, shape, dim, f, old_watermark, old)
+    cache = cache_of(conn)
+    if cache is not None:
+        key = part_key(windows, shape, dim, f, ctx)
+        held = cache.peek(key)
+        if held is None or held[0] < ctx.watermark:
+            cache.put(key, (ctx.watermark, part), part.size)
+    return part
 
 
 def series_chunks(windows: list[tuple[int, int]]) -> list[list[int]]:
@@ -171,8 +192,7 @@ def _from_chunks(conn: Connection, ctx: ReadContext, windows: list[tuple[int, in
     counts: dict[str, int] = {}
     for chunk, c_ctx, part in found:
         if c_ctx.watermark < target:
-            sql_allowed(conn)
-            part = advanced(conn, at, [windows[i] for i in chunk], shape, dim, f, c_ctx.watermark, part)
+            part = _keep_advanced(conn, at, [windows[i] for i in chunk], shape, dim, f, c_ctx.watermark, part)
         views.update({(chunk[pidx], g): v for (pidx, g), v in part.views.items()})
         if blogs is not None and part.blogs is not None:
             blogs.update({(chunk[pidx], g): b for (pidx, g), b in part.blogs.items()})
@@ -271,8 +291,7 @@ def held_hours(conn: Connection, ctx: ReadContext, pieces: list[tuple[int, int, 
             live.append(Run(RAW, lo, hi, i, hi - lo))
             continue
         if h_ctx.watermark < ctx.watermark:
-            sql_allowed(conn)
-            part = advanced(conn, ctx, [(lo, end)], shape, dim, f, h_ctx.watermark, part)
+            part = _keep_advanced(conn, ctx, [(lo, end)], shape, dim, f, h_ctx.watermark, part)
         for (_pidx, gkey), views in part.views.items():
             rows.append((RAW, i, gkey, None, views))
             for blog in (part.blogs or {}).get((_pidx, gkey), ()):

@@ -270,13 +270,16 @@ class Held:
     live: list[Run]
 
 
-def held_hours(conn: Connection, ctx: ReadContext, pieces: list[tuple[int, int, int]], shape: Shape,
-               dim: Dimension | None, f: F.Filter, rank: Rank) -> Held:
+def held_hours(conn: Connection, ctx: ReadContext, snapshot: ReadContext, pieces: list[tuple[int, int, int]],
+               shape: Shape, dim: Dimension | None, f: F.Filter, rank: Rank) -> Held:
     """The moving pieces (window index, lo, hi) that start on a UTC hour and end now, from the cached part of their
     whole hour at the context's watermark (advanced to it when found older; not used when found newer). Under
     ingest the current hour holds every event folded since it began: read as a part, it is read once per pass and
     then advanced, instead of once per request. Exact when no event at or below the watermark lies in the hour
     after the piece's end (the caller checks `after` in its live statement, and reads the pieces live if one does).
+    `ctx` carries the watermark the rest of the question is read at (older than the snapshot's when its part was
+    reused); an hour's part is looked up, or read, at the snapshot's own (`snapshot`): rollup buckets hold the
+    events up to that one, so a part read at an older watermark would count the events between twice.
     """
     rows: list[LiveRow] = []
     after: list[Run] = []
@@ -286,7 +289,7 @@ def held_hours(conn: Connection, ctx: ReadContext, pieces: list[tuple[int, int, 
         if lo % HOUR_US or hi >= end or hi < ctx.as_of - CURRENT_US:
             live.append(Run(RAW, lo, hi, i, hi - lo))
             continue
-        h_ctx, _p, part = planned_part(conn, ctx, [(lo, end)], shape, dim, f, rank, chunked=False)
+        h_ctx, _p, part = planned_part(conn, snapshot, [(lo, end)], shape, dim, f, rank, chunked=False)
         if h_ctx.watermark > ctx.watermark:
             live.append(Run(RAW, lo, hi, i, hi - lo))
             continue

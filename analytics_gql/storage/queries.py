@@ -259,8 +259,9 @@ def merged(conn: Connection, ctx: ReadContext, windows: list[tuple[int, int]], *
         p = plan_for(windows, ctx, SHAPE_GRAINS[shape])
         return Merged({}, lambda _g: 0, [SourceUse(s, 0) for s in p.sources()])
     stable, pieces = split_moving(windows, ctx)
+    snapshot = ctx
     ctx, p, part = planned_part(conn, ctx, stable, shape, dim, f, _ranked_part)
-    held = held_hours(conn, ctx, pieces, shape, dim, f, _ranked_part)
+    held = held_hours(conn, ctx, snapshot, pieces, shape, dim, f, _ranked_part)
     if pieces:
         p = _with_moving(p, windows, [Run(RAW, lo, hi, i, hi - lo) for i, lo, hi in pieces])
     if not p.sources():

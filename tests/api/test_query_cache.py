@@ -581,6 +581,32 @@ def test_a_range_ending_now_with_folded_events_dated_after_its_end(db: Database)
         check_year(w, s, e)
 
 
+def test_a_held_hour_missing_from_the_cache_is_read_at_the_snapshots_watermark(db: Database) -> None:
+    """The question's part reused at an older watermark (after a pass), its last hour's part not in the cache: the
+    hour is read at the snapshot's watermark (its rollup hour holds the events folded since the older one, which the
+    tail counts too), so the events of that pass are counted once; daily performance uses the hour rollups."""
+    ms = 1000
+    with world(db) as w:
+        e = O.us(dt.datetime.now(dt.UTC)) // ms * ms - 2_000 * ms
+        s = e - 365 * O.DAY
+        hour = e - e % O.HOUR
+        w.views(views_at("b1", "US", hour + (e - hour) // 3, 5, ms)
+                + views_at("b2", "US", s - O.DAY + 200 * ms, 5, 7 * MINUTE)
+                + views_at("b2", "KE", s + MINUTE, 3, MINUTE))
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        check_year(w, s, e)
+        w.views(views_at("b3", "ET", hour + (e - hour) // 2, 4, ms))  # the last hour, folded by the next pass
+        catch_up(db, settings_for(db), progress=False, quiet=True)
+        cache = db.query_cache
+        assert cache is not None
+        hours = [k for k in list(cache._entries) if k[0] == "part" and len(k[1]) == 1 and k[1][0][1] - k[1][0][0]
+                 == O.HOUR]
+        assert hours, "the last hour's parts were cached"
+        for k in hours:
+            cache._entries.pop(k)
+        check_year(w, s, e)  # the questions' parts reused at the older watermark, the hour read anew
+
+
 def test_the_last_365_days_at_millisecond_precision_stay_warm_and_exact(db: Database) -> None:
     """A client sending `now - 365 days .. now` at millisecond precision with every request: each window's
     whole-hour interior is cached whatever the instants inside its first and last hour, and the pieces outside it
